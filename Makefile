@@ -1,0 +1,47 @@
+# The two commands of the README are `make demo` and `make test`. Everything else is a step of them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: all venv test pytest sanity lint changelog-lint molecule demo bench clean
+
+all: test
+
+# Create or reuse .venv; reinstall only when a requirements file or pyproject.toml changed.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade 'pip>=24'
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+test: venv pytest sanity lint changelog-lint molecule
+
+pytest: venv
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+sanity: venv
+	$(BIN)/python tests/sanity/run_sanity.py
+
+lint: venv
+	$(BIN)/ansible-lint --offline
+
+changelog-lint: venv
+	$(BIN)/antsibull-changelog lint
+
+molecule: venv
+	tests/molecule/run_all.sh
+
+demo: venv
+	$(BIN)/python -m gpuops_sim demo
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .tmp tests/output
