@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run ``ansible-test sanity`` on the working tree, offline.
 
 ansible-test needs the collection under ``…/ansible_collections/gpuops/nvidia`` and bootstraps a
@@ -40,7 +39,7 @@ def pip_version_for_ansible_test() -> str:
     import ansible_test._internal.python_requirements as reqs  # type: ignore[import-not-found]
 
     source = Path(reqs.__file__).read_text()
-    match = re.search(r"pip==([0-9.]+)", source)
+    match = re.search(r"pip='([0-9.]+)'", source)
     if not match:
         raise SystemExit("cannot find the pip version ansible-test bootstraps")
     return match.group(1)
@@ -82,7 +81,7 @@ def main() -> int:
     command = [str(Path(sys.executable).parent / "ansible-test"), "sanity", "--local", "--python", python, *sys.argv[1:]]
     env = dict(os.environ)
     env.pop("ANSIBLE_CONFIG", None)
-    return subprocess.run(command, cwd=COLLECTION, env=env).returncode
+    return subprocess.run(command, cwd=COLLECTION, env=env, check=False).returncode
 
 
 if __name__ == "__main__":
