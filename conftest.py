@@ -1,0 +1,17 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Make ``ansible_collections.gpuops.nvidia`` importable in tests from a plain clone.
+
+``.collections/ansible_collections/gpuops/nvidia`` links to the repository root (see ansible.cfg),
+so putting ``.collections`` on sys.path resolves the collection the way Ansible does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+COLLECTIONS = Path(__file__).resolve().parent / ".collections"
+if str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))

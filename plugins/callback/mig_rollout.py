@@ -1,0 +1,150 @@
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: mig_rollout
+type: aggregate
+short_description: Progress and summary of a rolling MIG reconfiguration
+version_added: 0.1.0
+description:
+  - Follows plays that run the P(gpuops.nvidia.mig_reconfigure#role) role and prints, as the
+    rollout goes, the batch being worked on (batch N of M) and each node's outcome with the
+    running count of nodes done and failed.
+  - At the end of the run it prints one line per node, failed nodes included, with the MIG
+    layout before and after, the pods evicted, the time the node took, and the result or the
+    reason of the failure.
+  - The data comes from the C(mig_reconfigure_report) fact the role sets on every exit path.
+requirements:
+  - enable it with C(callbacks_enabled = gpuops.nvidia.mig_rollout) in C(ansible.cfg) or
+    E(ANSIBLE_CALLBACKS_ENABLED).
+"""
+
+from ansible.plugins.callback import CallbackBase
+
+ROLE_NAME = "mig_reconfigure"
+REPORT_FACT = "mig_reconfigure_report"
+
+
+def batch_sizes(serial: list, total: int) -> list[int]:
+    """Sizes of the serial batches Ansible makes of ``total`` hosts (``serial`` as in a play)."""
+    steps = [serial] if not isinstance(serial, list) else list(serial) or [0]
+    sizes: list[int] = []
+    remaining = total
+    index = 0
+    while remaining > 0:
+        step = steps[min(index, len(steps) - 1)]
+        text = str(step).strip()
+        if text.endswith("%"):
+            size = int(total * float(text[:-1]) / 100.0)
+        else:
+            size = int(text or 0)
+        size = remaining if size <= 0 else max(1, min(size, remaining))
+        sizes.append(size)
+        remaining -= size
+        index += 1
+    return sizes
+
+
+def summary_lines(reports: dict[str, dict], failures: dict[str, str]) -> list[str]:
+    """One line per node: name, layout before → after, pods evicted, seconds, result."""
+    lines = []
+    hosts = sorted(set(reports) | set(failures))
+    for host in hosts:
+        report = reports.get(host, {})
+        node = report.get("node") or host
+        result = report.get("result") or ("failed" if host in failures else "unknown")
+        before = report.get("before") or "?"
+        after = report.get("after") or before
+        evicted = report.get("evicted") or []
+        seconds = report.get("seconds")
+        timing = f"{float(seconds):.1f}s" if seconds not in (None, "") else "-"
+        line = f"{node}: {before} -> {after}; {len(evicted)} pod(s) evicted; {timing}; {result}"
+        message = report.get("message") or failures.get(host)
+        if result == "failed" and message:
+            line += f": {message}"
+        lines.append(line)
+    return lines
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "gpuops.nvidia.mig_rollout"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reports: dict[str, dict] = {}
+        self._failures: dict[str, str] = {}
+        self._play_uuid = None
+        self._batch = 0
+        self._batches = 0
+        self._total = 0
+        self._in_rollout = False
+
+    def v2_playbook_on_play_start(self, play):
+        roles = {role.get_name(include_role_fqcn=False) for role in play.get_roles()}
+        self._in_rollout = ROLE_NAME in roles
+        if not self._in_rollout:
+            return
+        if play._uuid != self._play_uuid:
+            self._play_uuid = play._uuid
+            self._batch = 0
+            manager = play.get_variable_manager()
+            inventory = getattr(manager, "_inventory", None)
+            hosts = inventory.get_hosts(play.hosts, ignore_restrictions=True) if inventory else []
+            self._total = len(hosts)
+            serial = play.serial
+            if inventory is not None and hosts:
+                from ansible.template import Templar
+
+                templar = Templar(loader=play._loader, variables=manager.get_vars(play=play))
+                serial = templar.template(serial)
+            self._batches = len(batch_sizes(serial, self._total)) if self._total else 0
+        self._batch += 1
+        self._display.display(
+            f"MIG rollout: batch {self._batch} of {self._batches or '?'}"
+            f" ({self._done()} of {self._total} nodes done, {len(self._failed_hosts())} failed)"
+        )
+
+    def _done(self) -> int:
+        return sum(1 for r in self._reports.values() if r.get("result") in ("success", "unchanged", "recorded"))
+
+    def _failed_hosts(self) -> set[str]:
+        failed = {h for h, r in self._reports.items() if r.get("result") == "failed"}
+        return failed | set(self._failures)
+
+    def v2_runner_on_ok(self, result):
+        facts = result._result.get("ansible_facts") or {}
+        report = facts.get(REPORT_FACT)
+        if not isinstance(report, dict) or not self._in_rollout:
+            return
+        host = result._host.get_name()
+        self._reports[host] = report
+        evicted = report.get("evicted") or []
+        self._display.display(
+            f"MIG rollout: {report.get('node') or host} {report.get('result')}"
+            f" ({len(evicted)} pod(s) evicted) - {self._done()} of {self._total} done,"
+            f" {len(self._failed_hosts())} failed"
+        )
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        if ignore_errors or not self._in_rollout:
+            return
+        host = result._host.get_name()
+        self._failures.setdefault(host, str(result._result.get("msg", "failed")))
+
+    def v2_runner_on_unreachable(self, result):
+        if self._in_rollout:
+            self._failures.setdefault(result._host.get_name(), "unreachable")
+
+    def v2_playbook_on_stats(self, stats):
+        if not self._reports and not self._failures:
+            return
+        self._display.banner("MIG ROLLOUT SUMMARY")
+        for line in summary_lines(self._reports, self._failures):
+            self._display.display(line)

@@ -1,0 +1,114 @@
+"""The rollout's filters: plan × node state → what to evict, pause, resume and wait for."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.gpuops.nvidia.plugins.callback.mig_rollout import batch_sizes, summary_lines
+from ansible_collections.gpuops.nvidia.plugins.filter import mig as f
+
+
+def gpu(index, instances=(), enabled=True):
+    return {
+        "index": index,
+        "uuid": "GPU-%d" % index,
+        "name": "NVIDIA A100-SXM4-40GB",
+        "mig": {"capable": True, "current": enabled, "pending": enabled, "instances": list(instances), "profiles": []},
+    }
+
+
+def gi(gi_id, profile, *device_uuids):
+    return {"gi_id": gi_id, "profile": profile, "devices": [{"uuid": u, "ci_id": 0} for u in device_uuids]}
+
+
+def gpu_plan(index, changed=True, mode_change=False, destroy=(), layout=None, enabled=True):
+    return {
+        "index": index,
+        "uuid": "GPU-%d" % index,
+        "targeted": True,
+        "changed": changed,
+        "mode_change": mode_change,
+        "set_mode": None,
+        "destroy": [{"gi_id": g} for g in destroy],
+        "after": {"mig_enabled": enabled, "layout": layout or {}},
+    }
+
+
+def test_desired_layout_takes_counts_from_the_plan_after_state():
+    plan = {"gpus": [gpu_plan(0, layout={"1g.5gb": {"count": 7, "placements": []}}),
+                     dict(gpu_plan(1), targeted=False)]}
+    assert f.desired_layout(plan) == {0: {"mig_enabled": True, "devices": {"1g.5gb": 7}}}
+
+
+def test_changing_devices_are_only_the_destroyed_instances():
+    gpus = [gpu(0, [gi(1, "3g.20gb", "MIG-a"), gi(2, "3g.20gb", "MIG-b")]), gpu(1, [gi(1, "7g.40gb", "MIG-c")])]
+    plan = {"gpus": [gpu_plan(0, destroy=[2]), gpu_plan(1, changed=False)]}
+    assert f.mig_changing_devices(gpus, plan) == ["MIG-b"]
+
+
+def test_a_mode_change_moves_everything_on_that_gpu():
+    gpus = [gpu(0, [gi(1, "7g.40gb", "MIG-a")])]
+    plan = {"gpus": [gpu_plan(0, mode_change=True, enabled=False)]}
+    assert f.mig_changing_devices(gpus, plan) == ["GPU-0", "MIG-a"]
+
+
+def test_advertised_diff_compares_resources_and_labels():
+    node = {"metadata": {"labels": {"nvidia.com/mig.strategy": "mixed"}},
+            "status": {"allocatable": {"nvidia.com/mig-1g.5gb": "7", "nvidia.com/mig-3g.20gb": "2", "cpu": "8"}}}
+    expected = {"allocatable": {"nvidia.com/mig-1g.5gb": 7}, "labels": {"nvidia.com/mig.strategy": "mixed"}}
+    assert f.mig_advertised_diff(node, expected) == ["allocatable nvidia.com/mig-3g.20gb is 2, expected 0"]
+
+
+def test_clients_pause_and_resume_restore_exactly_what_ran():
+    node = {"metadata": {"labels": {
+        "nvidia.com/gpu.deploy.device-plugin": "true",
+        "nvidia.com/gpu.deploy.dcgm-exporter": "false",
+        "nvidia.com/gpu.deploy.gpu-feature-discovery": "paused-for-mig-change",
+    }}}
+    running = f.gpu_clients_running(node, ["device-plugin", "dcgm-exporter", "gpu-feature-discovery"])
+    assert running == {"nvidia.com/gpu.deploy.device-plugin": "true"}
+    assert f.gpu_clients_paused(running) == {"nvidia.com/gpu.deploy.device-plugin": "paused-for-mig-change"}
+    resumed = f.gpu_clients_to_resume(node, running, [])
+    # A client left paused by an interrupted run is resumed; one switched off stays off.
+    assert resumed == {"nvidia.com/gpu.deploy.device-plugin": "true", "nvidia.com/gpu.deploy.gpu-feature-discovery": "true"}
+
+
+def test_first_install_switches_on_the_plugin_and_gfd():
+    node = {"metadata": {"labels": {}}}
+    assert f.gpu_clients_to_resume(node, {}, ["device-plugin", "gpu-feature-discovery"]) == {
+        "nvidia.com/gpu.deploy.device-plugin": "true",
+        "nvidia.com/gpu.deploy.gpu-feature-discovery": "true",
+    }
+
+
+def test_pods_selecting_paused_labels():
+    pods = [{"metadata": {"name": "dp"}, "spec": {"nodeSelector": {"nvidia.com/gpu.deploy.device-plugin": "true"}}},
+            {"metadata": {"name": "job"}, "spec": {}}]
+    assert [p["metadata"]["name"] for p in f.pods_selecting_labels(pods, ["nvidia.com/gpu.deploy.device-plugin"])] == ["dp"]
+
+
+@pytest.mark.parametrize("replicas", [0, -1, "x"])
+def test_bad_time_slicing_replicas_are_refused(replicas):
+    if replicas == 0:
+        assert f.time_slicing_config(replicas) is None
+        return
+    with pytest.raises(Exception, match="device_plugin_time_slicing_replicas"):
+        f.time_slicing_config(replicas)
+
+
+@pytest.mark.parametrize("serial,total,sizes", [
+    (1, 3, [1, 1, 1]),
+    ("50%", 4, [2, 2]),
+    ([1, 5, "25%"], 20, [1, 5, 5, 5, 4]),
+    ([], 2, [2]),
+])
+def test_batch_sizes_follow_ansible_serial(serial, total, sizes):
+    assert batch_sizes(serial, total) == sizes
+
+
+def test_summary_names_failed_nodes_and_why():
+    lines = summary_lines(
+        {"a": {"node": "gpu-1", "before": "x", "after": "y", "evicted": ["p"], "seconds": 2, "result": "success"}},
+        {"b": "PDB blocked eviction"},
+    )
+    assert lines == ["gpu-1: x -> y; 1 pod(s) evicted; 2.0s; success", "b: ? -> ?; 0 pod(s) evicted; -; failed: PDB blocked eviction"]
