@@ -1,0 +1,548 @@
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to the collection. It may change without notice.
+
+"""Kubernetes API access for the collection: auth options, the client factory, the retry policy.
+
+Everything that talks HTTP goes through :class:`KubeClient`, which hands back plain API
+dictionaries (camelCase, as ``kubectl -o json`` prints them). Every call that may fail
+transiently goes through :class:`RetryPolicy`, the one retry policy of the collection.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+try:
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+    import urllib3
+
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR = None
+except ImportError as import_error:  # pragma: no cover - depends on the host
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = import_error
+
+    class ApiException(Exception):  # type: ignore[no-redef]
+        """Stand-in so that isinstance checks work when the client is missing."""
+
+        status = None
+        headers = None
+        body = None
+
+
+# Auth options, named as kubernetes.core names them. Environment fallbacks are resolved in
+# resolve_auth() so that an explicit parameter always wins and so that unit tests can inject
+# the environment.
+AUTH_ARG_SPEC: dict[str, dict[str, Any]] = {
+    "kubeconfig": {"type": "raw", "no_log": True},
+    "context": {"type": "str"},
+    "host": {"type": "str"},
+    "api_key": {"type": "str", "no_log": True},
+    "validate_certs": {"type": "bool", "aliases": ["verify_ssl"]},
+    "ca_cert": {"type": "path", "aliases": ["ssl_ca_cert"]},
+    "client_cert": {"type": "path", "aliases": ["cert_file"]},
+    "client_key": {"type": "path", "aliases": ["key_file"], "no_log": False},
+    "proxy": {"type": "str"},
+    "no_proxy": {"type": "str"},
+    "proxy_headers": {
+        "type": "dict",
+        "options": {
+            "proxy_basic_auth": {"type": "str", "no_log": True},
+            "basic_auth": {"type": "str", "no_log": True},
+            "user_agent": {"type": "str"},
+        },
+    },
+    "impersonate_user": {"type": "str"},
+}
+
+# Environment variables read for each option, first match wins. The second names are the
+# ones kubernetes.core also accepts (named after the client's configuration attributes).
+AUTH_ENV_VARS: dict[str, tuple[str, ...]] = {
+    "kubeconfig": ("K8S_AUTH_KUBECONFIG",),
+    "context": ("K8S_AUTH_CONTEXT",),
+    "host": ("K8S_AUTH_HOST",),
+    "api_key": ("K8S_AUTH_API_KEY",),
+    "validate_certs": ("K8S_AUTH_VALIDATE_CERTS", "K8S_AUTH_VERIFY_SSL"),
+    "ca_cert": ("K8S_AUTH_CA_CERT", "K8S_AUTH_SSL_CA_CERT"),
+    "client_cert": ("K8S_AUTH_CLIENT_CERT", "K8S_AUTH_CERT_FILE"),
+    "client_key": ("K8S_AUTH_CLIENT_KEY", "K8S_AUTH_KEY_FILE"),
+    "proxy": ("K8S_AUTH_PROXY",),
+    "no_proxy": ("K8S_AUTH_NO_PROXY",),
+    "impersonate_user": ("K8S_AUTH_IMPERSONATE_USER",),
+}
+PROXY_HEADER_ENV_PREFIX = "K8S_AUTH_PROXY_HEADERS_"
+AUTH_OPTION_NAMES = tuple(AUTH_ARG_SPEC)
+
+TRUE_STRINGS = ("1", "true", "yes", "on", "y")
+FALSE_STRINGS = ("0", "false", "no", "off", "n")
+
+MERGE_PATCH = "application/merge-patch+json"
+
+# Status codes worth another attempt: a conflict (the caller re-reads before retrying), rate
+# limiting or a PDB refusal, and server-side trouble.
+RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+class K8sError(Exception):
+    """A failure to report to the user: ``msg`` plus structured details for fail_json."""
+
+    def __init__(self, msg: str, **details: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class RetriesExhausted(K8sError):
+    """The retry policy gave up; ``last_error`` is what the final attempt raised."""
+
+    def __init__(self, msg: str, last_error: BaseException | None = None, **details: Any) -> None:
+        super().__init__(msg, **details)
+        self.last_error = last_error
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth resolution (pure)
+
+
+def parse_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_STRINGS:
+        return True
+    if text in FALSE_STRINGS:
+        return False
+    raise K8sError("{0}: expected a boolean, got {1!r}".format(where, value))
+
+
+def resolve_auth(params: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Auth settings from module parameters, falling back to ``K8S_AUTH_*`` variables.
+
+    ``validate_certs`` ends up True unless a parameter or variable says otherwise: TLS
+    verification is on by default, whatever the kubeconfig says.
+    """
+    auth: dict[str, Any] = {}
+    for name in AUTH_OPTION_NAMES:
+        if name == "proxy_headers":
+            continue
+        value = params.get(name)
+        source = "option " + name
+        if value is None:
+            for variable in AUTH_ENV_VARS[name]:
+                if environ.get(variable) not in (None, ""):
+                    value = environ[variable]
+                    source = "environment variable " + variable
+                    break
+        if value is None:
+            continue
+        if name == "validate_certs":
+            value = parse_bool(value, source)
+        elif name == "kubeconfig" and isinstance(value, str):
+            value = os.path.expanduser(value)
+        elif name == "host":
+            value = str(value).rstrip("/")
+        auth[name] = value
+    auth.setdefault("validate_certs", True)
+
+    headers = dict(params.get("proxy_headers") or {})
+    for key in ("proxy_basic_auth", "basic_auth", "user_agent"):
+        if headers.get(key) is None:
+            env_value = environ.get(PROXY_HEADER_ENV_PREFIX + key.upper())
+            if env_value:
+                headers[key] = env_value
+    headers = {key: value for key, value in headers.items() if value is not None}
+    if headers:
+        auth["proxy_headers"] = headers
+
+    kubeconfig = auth.get("kubeconfig")
+    if kubeconfig is not None and not isinstance(kubeconfig, (str, dict)):
+        raise K8sError("kubeconfig: expected a file path or a kubeconfig dictionary, got {0}".format(type(kubeconfig).__name__))
+    if bool(auth.get("client_cert")) != bool(auth.get("client_key")):
+        raise K8sError("client_cert and client_key must be given together")
+    return auth
+
+
+def has_direct_credentials(auth: Mapping[str, Any]) -> bool:
+    """True when host plus a credential is enough, without any kubeconfig."""
+    return bool(auth.get("host")) and (bool(auth.get("api_key")) or bool(auth.get("client_cert")))
+
+
+def redacted_auth(auth: Mapping[str, Any]) -> dict[str, Any]:
+    """The auth settings with secrets masked, for messages and debugging."""
+    masked: dict[str, Any] = {}
+    for key, value in auth.items():
+        if key in ("api_key",):
+            masked[key] = "********"
+        elif key == "kubeconfig" and isinstance(value, dict):
+            masked[key] = "(kubeconfig dictionary)"
+        elif key == "proxy_headers":
+            masked[key] = {name: ("********" if name != "user_agent" else item) for name, item in value.items()}
+        else:
+            masked[key] = value
+    return masked
+
+
+# ---------------------------------------------------------------------------------------------
+# Retry policy (pure apart from the injected clock and sleep)
+
+
+class Deadline:
+    """A point in time on an injected monotonic clock."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.seconds = float(seconds)
+        self.started = clock()
+        self.at = self.started + self.seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self.clock())
+
+    def expired(self) -> bool:
+        return self.clock() >= self.at
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+
+def is_connection_error(error: BaseException) -> bool:
+    if HAS_KUBERNETES and isinstance(error, urllib3.exceptions.HTTPError):
+        # SSL failures are configuration errors, not transient ones.
+        return not isinstance(error, urllib3.exceptions.SSLError) and not _caused_by_ssl(error)
+    return isinstance(error, (ConnectionError, TimeoutError))
+
+
+def _caused_by_ssl(error: BaseException) -> bool:
+    reason = getattr(error, "reason", None)
+    return HAS_KUBERNETES and isinstance(reason, urllib3.exceptions.SSLError)
+
+
+def api_status(error: BaseException) -> int | None:
+    if isinstance(error, ApiException):
+        return error.status
+    return None
+
+
+def is_retryable(error: BaseException) -> bool:
+    status = api_status(error)
+    if status is not None:
+        return status in RETRYABLE_STATUSES
+    return is_connection_error(error)
+
+
+def retry_after_seconds(error: BaseException, now: float | None = None) -> float | None:
+    """The server's requested wait: ``Retry-After`` (seconds or HTTP date) or Status details."""
+    headers = getattr(error, "headers", None) or {}
+    value = None
+    for key in headers:
+        if str(key).lower() == "retry-after":
+            value = headers[key]
+            break
+    if value is not None:
+        text = str(value).strip()
+        try:
+            return max(0.0, float(text))
+        except ValueError:
+            parsed = email.utils.parsedate_tz(text)
+            if parsed is not None:
+                wall_now = time.time() if now is None else now
+                return max(0.0, email.utils.mktime_tz(parsed) - wall_now)
+    status_body = api_error_body(error)
+    details = status_body.get("details") or {}
+    seconds = details.get("retryAfterSeconds")
+    if isinstance(seconds, (int, float)) and seconds > 0:
+        return float(seconds)
+    return None
+
+
+def api_error_body(error: BaseException) -> dict[str, Any]:
+    body = getattr(error, "body", None)
+    if not body:
+        return {}
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(body)
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a user: status, reason and the server's message, never headers."""
+    status = api_status(error)
+    if status is not None:
+        body = api_error_body(error)
+        message = body.get("message") or getattr(error, "reason", None) or "no message"
+        reason = body.get("reason") or getattr(error, "reason", None) or ""
+        if status == 0:
+            return "API request failed: {0}".format(message)
+        return "HTTP {0} {1}: {2}".format(status, reason, message).replace("  ", " ")
+    return "{0}: {1}".format(type(error).__name__, error)
+
+
+class RetryPolicy:
+    """Exponential backoff, honouring Retry-After, bounded by a deadline.
+
+    The caller's operation must be safe to repeat. For a conflict (409) that means the
+    operation re-reads the object and recomputes its change, which is how node.py uses it.
+    """
+
+    def __init__(
+        self,
+        initial_delay: float = 0.25,
+        max_delay: float = 8.0,
+        multiplier: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.multiplier = multiplier
+        self.sleep = sleep
+        self.clock = clock
+
+    def deadline(self, seconds: float) -> Deadline:
+        return Deadline(seconds, self.clock)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay after the ``attempt``-th failure (1-based)."""
+        return min(self.max_delay, self.initial_delay * (self.multiplier ** max(0, attempt - 1)))
+
+    def delay(self, attempt: int, error: BaseException | None, deadline: Deadline) -> float:
+        """How long to wait before the next attempt, never past the deadline."""
+        wanted = None if error is None else retry_after_seconds(error)
+        if wanted is None:
+            wanted = self.backoff(attempt)
+        return min(wanted, deadline.remaining())
+
+    def wait(self, attempt: int, error: BaseException | None, deadline: Deadline) -> None:
+        pause = self.delay(attempt, error, deadline)
+        if pause > 0:
+            self.sleep(pause)
+
+    def run(
+        self,
+        operation: Callable[[], Any],
+        deadline: Deadline,
+        what: str,
+        retryable: Callable[[BaseException], bool] = is_retryable,
+    ) -> Any:
+        """Call ``operation`` until it succeeds, fails for good, or the deadline passes."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return operation()
+            except K8sError:
+                raise
+            except Exception as error:  # noqa: BLE001 - classified just below
+                if not retryable(error):
+                    raise K8sError("{0} failed: {1}".format(what, describe_error(error)), status=api_status(error)) from error
+                if deadline.expired():
+                    raise RetriesExhausted(
+                        "{0} failed after {1} attempt(s) in {2:.1f}s; giving up at the {3:g}s deadline. Last error: {4}".format(
+                            what, attempt, deadline.elapsed(), deadline.seconds, describe_error(error)
+                        ),
+                        last_error=error,
+                        status=api_status(error),
+                        attempts=attempt,
+                    ) from error
+                self.wait(attempt, error, deadline)
+
+
+# ---------------------------------------------------------------------------------------------
+# Client factory (I/O)
+
+
+def build_configuration(auth: Mapping[str, Any]) -> Any:
+    """A ``kubernetes.client.Configuration`` from resolved auth settings.
+
+    Order: host plus credentials alone; else the kubeconfig (dict or path) and context; else
+    in-cluster service account, then the default kubeconfig.
+    """
+    configuration = kubernetes.client.Configuration()
+    kubeconfig = auth.get("kubeconfig")
+    context = auth.get("context")
+    try:
+        if has_direct_credentials(auth):
+            pass
+        elif isinstance(kubeconfig, dict):
+            kubernetes.config.load_kube_config_from_dict(kubeconfig, context=context, client_configuration=configuration)
+        elif kubeconfig or context:
+            kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        else:
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config(client_configuration=configuration)
+    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError, KeyError) as error:
+        where = "the kubeconfig dictionary" if isinstance(kubeconfig, dict) else (kubeconfig or "the default kubeconfig")
+        raise K8sError("Cannot load Kubernetes configuration from {0}: {1}".format(where, error)) from error
+
+    if auth.get("host"):
+        configuration.host = auth["host"]
+    if auth.get("api_key"):
+        configuration.api_key = {"authorization": "Bearer " + auth["api_key"]}
+        configuration.api_key_prefix = {}
+        configuration.refresh_api_key_hook = None
+    if auth.get("ca_cert"):
+        configuration.ssl_ca_cert = auth["ca_cert"]
+    if auth.get("client_cert"):
+        configuration.cert_file = auth["client_cert"]
+        configuration.key_file = auth["client_key"]
+    if auth.get("proxy"):
+        configuration.proxy = auth["proxy"]
+    if auth.get("no_proxy"):
+        configuration.no_proxy = auth["no_proxy"]
+    if auth.get("proxy_headers"):
+        configuration.proxy_headers = urllib3.util.make_headers(**auth["proxy_headers"])
+    configuration.verify_ssl = bool(auth["validate_certs"])
+    # Our RetryPolicy is the only retry layer: urllib3 must not repeat requests on its own.
+    configuration.retries = False
+    return configuration
+
+
+def impersonation_headers(auth: Mapping[str, Any]) -> dict[str, str]:
+    if auth.get("impersonate_user"):
+        return {"Impersonate-User": auth["impersonate_user"]}
+    return {}
+
+
+class KubeClient:
+    """The typed client behind a small surface that speaks plain API dictionaries."""
+
+    def __init__(self, api_client: Any, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+        self.api_client = api_client
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.policy_api = kubernetes.client.PolicyV1Api(api_client)
+        self.request_timeout = request_timeout
+        self.retry = retry or RetryPolicy()
+
+    # Responses are read raw (JSON) rather than as typed models: product logic works on the
+    # API's own field names, and a model's validation cannot reject an object we only read.
+    @staticmethod
+    def _json(response: Any) -> dict[str, Any]:
+        try:
+            data = response.data
+        finally:
+            response.release_conn()
+        if not data:
+            return {}
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+
+    def _timeout(self, seconds: float | None = None) -> float:
+        return max(1.0, float(seconds if seconds is not None else self.request_timeout))
+
+    def read_node(self, name: str) -> dict[str, Any]:
+        return self._json(self.core.read_node(name, _preload_content=False, _request_timeout=self._timeout()))
+
+    def list_nodes(self, field_selector: str | None = None) -> dict[str, Any]:
+        kwargs = {"field_selector": field_selector} if field_selector else {}
+        return self._json(self.core.list_node(_preload_content=False, _request_timeout=self._timeout(), **kwargs))
+
+    def patch_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.core.patch_node(name, body, _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=self._timeout())
+        return self._json(response)
+
+    def list_pods(self, field_selector: str | None = None, label_selector: str | None = None) -> dict[str, Any]:
+        kwargs = {}
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        return self._json(self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=self._timeout(), **kwargs))
+
+    def list_pdbs(self, namespace: str) -> list[dict[str, Any]]:
+        response = self.policy_api.list_namespaced_pod_disruption_budget(namespace, _preload_content=False, _request_timeout=self._timeout())
+        return list(self._json(response).get("items") or [])
+
+    def evict_pod(self, namespace: str, name: str, uid: str | None, grace_period: int | None) -> None:
+        delete_options: dict[str, Any] = {}
+        if grace_period is not None:
+            delete_options["gracePeriodSeconds"] = grace_period
+        if uid:
+            delete_options["preconditions"] = {"uid": uid}
+        body = kubernetes.client.V1Eviction(
+            api_version="policy/v1",
+            kind="Eviction",
+            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace),
+            delete_options=_delete_options_model(delete_options),
+        )
+        response = self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False, _request_timeout=self._timeout())
+        self._json(response)
+
+    def delete_pod(self, namespace: str, name: str, uid: str | None, grace_period: int | None) -> None:
+        delete_options: dict[str, Any] = {}
+        if grace_period is not None:
+            delete_options["gracePeriodSeconds"] = grace_period
+        if uid:
+            delete_options["preconditions"] = {"uid": uid}
+        response = self.core.delete_namespaced_pod(
+            name, namespace, body=_delete_options_model(delete_options), _preload_content=False, _request_timeout=self._timeout()
+        )
+        self._json(response)
+
+    def watch(self, kind: str, resource_version: str | None, timeout_seconds: int, field_selector: str | None = None,
+              label_selector: str | None = None) -> Iterator[dict[str, Any]]:
+        """Stream watch events ``{"type", "object"}`` as dictionaries until the server ends it."""
+        list_call = {"pods": self.core.list_pod_for_all_namespaces, "nodes": self.core.list_node}[kind]
+        kwargs: dict[str, Any] = {"watch": True, "timeout_seconds": int(timeout_seconds), "allow_watch_bookmarks": True}
+        if resource_version:
+            kwargs["resource_version"] = resource_version
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        # The read timeout guards against a server that does not end the stream itself.
+        response = list_call(_preload_content=False, _request_timeout=(self._timeout(), timeout_seconds + 10), **kwargs)
+        try:
+            for line in _response_lines(response):
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def _delete_options_model(options: dict[str, Any]) -> Any:
+    if not options:
+        return None
+    preconditions = options.get("preconditions")
+    return kubernetes.client.V1DeleteOptions(
+        grace_period_seconds=options.get("gracePeriodSeconds"),
+        preconditions=kubernetes.client.V1Preconditions(uid=preconditions["uid"]) if preconditions else None,
+    )
+
+
+def _response_lines(response: Any) -> Iterator[str]:
+    pending = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            yield line.decode("utf-8")
+    if pending:
+        yield pending.decode("utf-8")
+
+
+def create_client(params: Mapping[str, Any], environ: Mapping[str, str] | None = None, retry: RetryPolicy | None = None) -> KubeClient:
+    """The one client factory: module parameters (plus ``K8S_AUTH_*``) to a :class:`KubeClient`."""
+    if not HAS_KUBERNETES:
+        raise K8sError("The Python library 'kubernetes' is required: {0}".format(KUBERNETES_IMPORT_ERROR))
+    auth = resolve_auth(params, os.environ if environ is None else environ)
+    configuration = build_configuration(auth)
+    api_client = kubernetes.client.ApiClient(configuration)
+    for header, value in impersonation_headers(auth).items():
+        api_client.set_default_header(header, value)
+    api_client.user_agent = "gpuops.nvidia"
+    return KubeClient(api_client, retry=retry)

@@ -1,0 +1,457 @@
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to the collection. It may change without notice.
+
+"""Evacuating pods from a node through the Eviction API.
+
+Which pods (pure): DaemonSet and mirror pods never; of the rest, all of them, those that
+request any ``nvidia.com/*`` resource, or those bound to given GPU or MIG devices.
+
+How (I/O): one ``policy/v1`` Eviction per pod, each carrying the pod's uid as a
+precondition. Refusals by a PodDisruptionBudget (429) are retried with backoff until the
+eviction deadline. Only then, and only when forced with a stated reason, is a pod deleted.
+Finally the loop waits until every evicted pod (by uid: a re-created pod is another pod) is
+gone from the node. The node itself is never touched.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
+    Deadline,
+    K8sError,
+    KubeClient,
+    api_error_body,
+    api_status,
+    describe_error,
+    is_retryable,
+)
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import read_node
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import ListWatch, wait_until
+
+SCOPES = ("all", "gpu", "devices")
+GPU_RESOURCE_PREFIX = "nvidia.com/"
+DEFAULT_DEVICE_ANNOTATION = "gpuops.io/device-ids"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+_PDB_NAME_IN_MESSAGE = re.compile(r"disruption budget ([a-z0-9]([-a-z0-9.]*[a-z0-9])?)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Which pods (pure)
+
+
+def pod_ref(pod: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = pod.get("metadata") or {}
+    return {"namespace": metadata.get("namespace"), "name": metadata.get("name"), "uid": metadata.get("uid")}
+
+
+def pod_label(pod: Mapping[str, Any]) -> str:
+    metadata = pod.get("metadata") or {}
+    return "{0}/{1}".format(metadata.get("namespace"), metadata.get("name"))
+
+
+def is_mirror_pod(pod: Mapping[str, Any]) -> bool:
+    return MIRROR_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
+
+
+def is_daemonset_pod(pod: Mapping[str, Any]) -> bool:
+    for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "DaemonSet" and owner.get("controller", True):
+            return True
+    return False
+
+
+def _positive(quantity: Any) -> bool:
+    text = str(quantity).strip()
+    return bool(text) and text.lstrip("+") not in ("0", "0.0", "0m")
+
+
+def gpu_resources(pod: Mapping[str, Any]) -> list[str]:
+    """The ``nvidia.com/*`` resources any container (init containers too) requests or limits."""
+    spec = pod.get("spec") or {}
+    names = set()
+    for container in list(spec.get("initContainers") or []) + list(spec.get("containers") or []):
+        resources = container.get("resources") or {}
+        for section in ("requests", "limits"):
+            for name, quantity in (resources.get(section) or {}).items():
+                if name.startswith(GPU_RESOURCE_PREFIX) and _positive(quantity):
+                    names.add(name)
+    return sorted(names)
+
+
+def pod_devices(pod: Mapping[str, Any], annotation: str) -> list[str]:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(annotation) or ""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def device_match(devices: Iterable[str], wanted: Iterable[str], parents: Mapping[str, str] | None) -> list[str]:
+    """The pod's devices that are wanted themselves or whose parent GPU is wanted."""
+    wanted_set = set(wanted)
+    parents = parents or {}
+    return [device for device in devices if device in wanted_set or parents.get(device) in wanted_set]
+
+
+def select_pods(
+    pods: Iterable[Mapping[str, Any]],
+    scope: str,
+    device_uuids: Iterable[str] = (),
+    device_annotation: str = DEFAULT_DEVICE_ANNOTATION,
+    device_parents: Mapping[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split pods into eviction targets and skipped pods, each with its reason.
+
+    Terminal pods (Succeeded, Failed) are evicted like the rest, as ``kubectl drain`` does. A
+    pod that requests GPUs but carries no device annotation is a target of the ``devices``
+    scope: its devices are unknown, so it may hold one of them.
+    """
+    if scope not in SCOPES:
+        raise K8sError("scope: {0!r} is not one of {1}".format(scope, ", ".join(SCOPES)))
+    device_uuids = list(device_uuids)
+    targets: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for pod in sorted(pods, key=pod_label):
+        ref = pod_ref(pod)
+        if is_mirror_pod(pod):
+            skipped.append(dict(ref, reason="mirror pod (managed by the kubelet, cannot be evicted)"))
+            continue
+        if is_daemonset_pod(pod):
+            skipped.append(dict(ref, reason="DaemonSet pod"))
+            continue
+        if scope == "all":
+            targets.append(dict(ref, pod=pod, reason="on the node"))
+            continue
+        resources = gpu_resources(pod)
+        if not resources:
+            skipped.append(dict(ref, reason="requests no nvidia.com/* resource"))
+            continue
+        if scope == "gpu":
+            targets.append(dict(ref, pod=pod, reason="requests " + ", ".join(resources)))
+            continue
+        devices = pod_devices(pod, device_annotation)
+        if not devices:
+            targets.append(dict(ref, pod=pod, reason="requests {0} but its devices are unknown (no {1} annotation)".format(
+                ", ".join(resources), device_annotation)))
+            continue
+        matched = device_match(devices, device_uuids, device_parents)
+        if matched:
+            targets.append(dict(ref, pod=pod, reason="uses " + ", ".join(matched)))
+        else:
+            skipped.append(dict(ref, reason="uses other devices: " + ", ".join(devices)))
+    return targets, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# PodDisruptionBudgets (pure)
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector against labels. A null selector matches nothing; an empty one everything."""
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for requirement in selector.get("matchExpressions") or []:
+        key = requirement.get("key")
+        operator = requirement.get("operator")
+        values = requirement.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def matching_pdbs(pod: Mapping[str, Any], pdbs: Iterable[Mapping[str, Any]]) -> list[str]:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    namespace = (pod.get("metadata") or {}).get("namespace")
+    names = []
+    for pdb in pdbs:
+        metadata = pdb.get("metadata") or {}
+        if metadata.get("namespace") not in (None, namespace):
+            continue
+        if selector_matches((pdb.get("spec") or {}).get("selector"), labels):
+            names.append(metadata.get("name"))
+    return sorted(name for name in names if name)
+
+
+def is_disruption_budget_refusal(status: int | None, body: Mapping[str, Any]) -> bool:
+    if status != 429:
+        return False
+    causes = (body.get("details") or {}).get("causes") or []
+    if any(cause.get("reason") == "DisruptionBudget" for cause in causes):
+        return True
+    return "disruption budget" in str(body.get("message") or "").lower()
+
+
+def pdb_names_from_refusal(body: Mapping[str, Any]) -> list[str]:
+    texts = [str(cause.get("message") or "") for cause in (body.get("details") or {}).get("causes") or []]
+    texts.append(str(body.get("message") or ""))
+    names = set()
+    for text in texts:
+        for match in _PDB_NAME_IN_MESSAGE.finditer(text):
+            names.add(match.group(1))
+    return sorted(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eviction (I/O)
+
+
+class EvacuationRequest:
+    def __init__(
+        self,
+        node: str,
+        scope: str = "gpu",
+        device_uuids: Iterable[str] = (),
+        device_annotation: str = DEFAULT_DEVICE_ANNOTATION,
+        device_parents: Mapping[str, str] | None = None,
+        pod_selectors: Iterable[str] = (),
+        grace_period: int | None = None,
+        timeout: float = 300,
+        wait_timeout: float = 300,
+        poll_interval: float = 2.0,
+        force: bool = False,
+        force_reason: str | None = None,
+    ) -> None:
+        if scope not in SCOPES:
+            raise K8sError("scope: {0!r} is not one of {1}".format(scope, ", ".join(SCOPES)))
+        self.device_uuids = [str(uuid).strip() for uuid in device_uuids or [] if str(uuid).strip()]
+        if scope == "devices" and not self.device_uuids:
+            raise K8sError("device_uuids: at least one GPU or MIG device UUID is required when scope is devices")
+        if scope != "devices" and self.device_uuids:
+            raise K8sError("device_uuids: only used when scope is devices (scope is {0})".format(scope))
+        if force and not (force_reason or "").strip():
+            raise K8sError("force_reason: required when force is true; say why deleting pods past their disruption budget is acceptable")
+        if grace_period is not None and grace_period < 0:
+            raise K8sError("grace_period: must be 0 or more, got {0}".format(grace_period))
+        for field, value in (("timeout", timeout), ("wait_timeout", wait_timeout)):
+            if value < 0:
+                raise K8sError("{0}: must be 0 or more seconds, got {1}".format(field, value))
+        if poll_interval <= 0:
+            raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
+        self.node = node
+        self.scope = scope
+        self.device_annotation = device_annotation or DEFAULT_DEVICE_ANNOTATION
+        self.device_parents = dict(device_parents or {})
+        self.label_selector = ",".join(selector for selector in pod_selectors or [] if selector) or None
+        self.grace_period = grace_period
+        self.timeout = timeout
+        self.wait_timeout = wait_timeout
+        self.poll_interval = poll_interval
+        self.force = force
+        self.force_reason = force_reason
+
+    @property
+    def field_selector(self) -> str:
+        return "spec.nodeName=" + self.node
+
+
+def _public(entry: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: entry.get(key) for key in ("namespace", "name", "uid") + keys}
+
+
+def _node_is_fenced(node: Mapping[str, Any]) -> bool:
+    spec = node.get("spec") or {}
+    if spec.get("unschedulable"):
+        return True
+    return any(taint.get("effect") in ("NoSchedule", "NoExecute") for taint in spec.get("taints") or [])
+
+
+class _Evacuation:
+    """One run of :func:`evacuate`; holds the bookkeeping that ends up in the result."""
+
+    def __init__(self, client: KubeClient, request: EvacuationRequest) -> None:
+        self.client = client
+        self.request = request
+        self.evicted: list[dict[str, Any]] = []
+        self.forced: list[dict[str, Any]] = []
+        self.blocked: dict[str, dict[str, Any]] = {}
+        self.last_errors: dict[str, str] = {}
+        self.pdb_cache: dict[str, list[dict[str, Any]]] = {}
+        self.warnings: list[str] = []
+
+    def pdbs(self, namespace: str) -> list[dict[str, Any]]:
+        if namespace not in self.pdb_cache:
+            try:
+                self.pdb_cache[namespace] = self.client.list_pdbs(namespace)
+            except Exception:  # noqa: BLE001 - naming the PDB is a courtesy; the refusal says enough
+                self.pdb_cache[namespace] = []
+        return self.pdb_cache[namespace]
+
+    def try_evict(self, target: dict[str, Any]) -> tuple[str, BaseException | None]:
+        """One eviction POST. Returns evicted, gone, blocked or retry (with the error)."""
+        try:
+            self.client.evict_pod(target["namespace"], target["name"], target["uid"], self.request.grace_period)
+        except Exception as error:  # noqa: BLE001 - classified below
+            status = api_status(error)
+            if status == 404:
+                return "gone", None
+            body = api_error_body(error)
+            if is_disruption_budget_refusal(status, body):
+                names = sorted(set(pdb_names_from_refusal(body)) | set(matching_pdbs(target["pod"], self.pdbs(target["namespace"]))))
+                self.blocked[target["uid"]] = dict(
+                    _public(target), pdbs=names, message=str(body.get("message") or describe_error(error))
+                )
+                return "blocked", error
+            if is_retryable(error):
+                self.last_errors[target["uid"]] = describe_error(error)
+                return "retry", error
+            raise K8sError(
+                "evicting pod {0} failed: {1}".format(pod_label(target["pod"]), describe_error(error)), status=status
+            ) from error
+        return "evicted", None
+
+    def still_on_node(self, deadline: Deadline) -> set[str]:
+        listing = self.client.retry.run(
+            lambda: self.client.list_pods(field_selector=self.request.field_selector),
+            deadline,
+            "listing pods on node " + self.request.node,
+        )
+        return {pod_ref(pod)["uid"] for pod in listing.get("items") or []}
+
+    def evict_all(self, targets: list[dict[str, Any]], deadline: Deadline) -> list[dict[str, Any]]:
+        """Evict until every target is accepted or gone, or the deadline passes; returns the rest."""
+        pending = {target["uid"]: target for target in targets}
+        attempt = 0
+        while pending:
+            wait_error: BaseException | None = None
+            for uid, target in list(pending.items()):
+                outcome, error = self.try_evict(target)
+                if outcome in ("evicted", "gone"):
+                    self.evicted.append(_public(target, "reason"))
+                    self.blocked.pop(uid, None)
+                    self.last_errors.pop(uid, None)
+                    del pending[uid]
+                elif error is not None and wait_error is None:
+                    wait_error = error
+            if not pending or deadline.expired():
+                break
+            attempt += 1
+            self.client.retry.wait(attempt, wait_error, deadline)
+            # A pod that left the node meanwhile (evicted by an attempt whose answer was lost,
+            # deleted by its owner) needs no more eviction.
+            present = self.still_on_node(deadline)
+            for uid in [uid for uid in pending if uid not in present]:
+                self.evicted.append(_public(pending.pop(uid), "reason"))
+                self.blocked.pop(uid, None)
+                self.last_errors.pop(uid, None)
+        return list(pending.values())
+
+    def force_delete(self, targets: list[dict[str, Any]], deadline: Deadline) -> None:
+        for target in targets:
+            def delete(target: dict[str, Any] = target) -> None:
+                self.client.delete_pod(target["namespace"], target["name"], target["uid"], self.request.grace_period)
+
+            try:
+                self.client.retry.run(delete, deadline, "deleting pod " + pod_label(target["pod"]))
+            except K8sError as error:
+                if error.details.get("status") not in (404, 409):
+                    raise
+            self.forced.append(_public(target, "reason"))
+
+
+def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -> dict[str, Any]:
+    """Evacuate the node as ``request`` says. Raises K8sError (with the partial result) on failure."""
+    retry = client.retry
+    eviction_deadline = retry.deadline(request.timeout)
+    node = read_node(client, request.node, eviction_deadline)
+    listing = retry.run(
+        lambda: client.list_pods(field_selector=request.field_selector, label_selector=request.label_selector),
+        eviction_deadline,
+        "listing pods on node " + request.node,
+    )
+    pods = list(listing.get("items") or [])
+    targets, skipped = select_pods(pods, request.scope, request.device_uuids, request.device_annotation, request.device_parents)
+    before = sorted(pod_label(pod) for pod in pods)
+    run = _Evacuation(client, request)
+    if targets and not _node_is_fenced(node):
+        run.warnings.append(
+            "node {0} is schedulable and has no NoSchedule/NoExecute taint: evicted pods may be scheduled back onto it; "
+            "cordon it first with gpuops.nvidia.k8s_node_taint (cordon: true)".format(request.node)
+        )
+    result: dict[str, Any] = {
+        "node": request.node,
+        "scope": request.scope,
+        "skipped": skipped,
+        "evicted": [],
+        "forced": [],
+        "blocked": [],
+        "remaining": [],
+        "warnings": run.warnings,
+    }
+    if check_mode:
+        would = [_public(target, "reason") for target in targets]
+        removed = {pod_label(target["pod"]) for target in targets}
+        result.update(changed=bool(targets), evicted=would, diff={"before": before, "after": [p for p in before if p not in removed]})
+        return result
+
+    unevicted = run.evict_all(targets, eviction_deadline)
+    if unevicted and request.force:
+        run.warnings.append("force: deleting {0} pod(s) that could not be evicted within {1:g}s ({2})".format(
+            len(unevicted), request.timeout, request.force_reason))
+        run.force_delete(unevicted, retry.deadline(request.wait_timeout))
+        unevicted = []
+
+    def fill_result(remaining: list[dict[str, Any]]) -> None:
+        gone = {entry["uid"] for entry in run.evicted + run.forced} - {entry["uid"] for entry in remaining}
+        result.update(
+            changed=bool(run.evicted or run.forced),
+            evicted=run.evicted,
+            forced=run.forced,
+            blocked=sorted(run.blocked.values(), key=lambda entry: (entry["namespace"], entry["name"])),
+            remaining=remaining,
+            diff={"before": before, "after": [p for p in before if p not in {
+                "{0}/{1}".format(e["namespace"], e["name"]) for e in run.evicted + run.forced if e["uid"] in gone}]},
+        )
+
+    if unevicted:
+        fill_result([_public(target) for target in unevicted])
+        problems = []
+        for target in unevicted:
+            entry = run.blocked.get(target["uid"])
+            if entry is not None:
+                problems.append("{0}/{1} blocked by PodDisruptionBudget {2}: {3}".format(
+                    entry["namespace"], entry["name"], ", ".join(entry["pdbs"]) or "(unknown)", entry["message"]))
+            else:
+                problems.append("{0}: {1}".format(pod_label(target["pod"]), run.last_errors.get(target["uid"], "not evicted")))
+        raise K8sError(
+            "could not evict {0} pod(s) from node {1} within {2:g}s: {3}. The node was left as it is "
+            "(taints and cordon unchanged); {4} pod(s) were evicted.".format(
+                len(unevicted), request.node, request.timeout, "; ".join(problems), len(run.evicted)),
+            **result
+        )
+
+    watched = {entry["uid"] for entry in run.evicted + run.forced}
+    if watched:
+        outcome = wait_until(
+            ListWatch(client, "pods", field_selector=request.field_selector),
+            lambda objects: not watched & set(objects),
+            retry.deadline(request.wait_timeout),
+            retry,
+            request.poll_interval,
+        )
+        remaining = [_public(entry) for entry in run.evicted + run.forced if entry["uid"] in outcome.objects]
+        fill_result(remaining)
+        if not outcome.met:
+            raise K8sError(
+                "{0} evicted pod(s) still on node {1} after {2:g}s: {3}".format(
+                    len(remaining), request.node, request.wait_timeout,
+                    ", ".join("{0}/{1}".format(entry["namespace"], entry["name"]) for entry in remaining)),
+                **result
+            )
+    else:
+        fill_result([])
+    return result

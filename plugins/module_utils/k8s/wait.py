@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to the collection. It may change without notice.
+
+"""The one wait loop of the collection: list, then watch from that list's resourceVersion.
+
+The loop keeps a local copy of the selected objects (keyed by uid), applies each watch event
+to it and re-evaluates the caller's predicate. When the watch cannot be opened or breaks, it
+falls back to polling: list again after ``poll_interval``. Everything ends at the deadline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import (
+    NodeConditions,
+    all_met,
+    evaluate,
+    node_summary,
+    unmet_summary,
+)
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
+    Deadline,
+    K8sError,
+    KubeClient,
+    RetryPolicy,
+    api_status,
+    is_retryable,
+)
+
+# How long one watch request may stay open before it is renewed by a fresh list. Bounding it
+# means that even a watch which silently misses events is corrected by the next list.
+WATCH_WINDOW_SECONDS = 60
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    uid = metadata.get("uid")
+    if uid:
+        return str(uid)
+    return "{0}/{1}".format(metadata.get("namespace") or "", metadata.get("name") or "")
+
+
+def index_objects(items: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {object_key(item): dict(item) for item in items}
+
+
+def apply_event(objects: dict[str, dict[str, Any]], event: Mapping[str, Any]) -> bool:
+    """Fold one watch event into ``objects``. Returns False for events that end the watch."""
+    kind = event.get("type")
+    obj = event.get("object") or {}
+    if kind in ("ADDED", "MODIFIED"):
+        objects[object_key(obj)] = dict(obj)
+    elif kind == "DELETED":
+        objects.pop(object_key(obj), None)
+    elif kind == "ERROR":
+        # Typically 410 Gone: our resourceVersion is too old. A fresh list recovers.
+        return False
+    return True
+
+
+class ListWatch:
+    """A selection of pods or nodes that can be listed and watched."""
+
+    def __init__(self, client: KubeClient, kind: str, field_selector: str | None = None, label_selector: str | None = None) -> None:
+        if kind not in ("pods", "nodes"):
+            raise ValueError("kind must be pods or nodes")
+        self.client = client
+        self.kind = kind
+        self.field_selector = field_selector
+        self.label_selector = label_selector
+
+    def describe(self) -> str:
+        selectors = [s for s in (self.field_selector, self.label_selector) if s]
+        return "{0}{1}".format(self.kind, " ({0})".format(", ".join(selectors)) if selectors else "")
+
+    def list(self) -> tuple[list[dict[str, Any]], str | None]:
+        if self.kind == "pods":
+            result = self.client.list_pods(field_selector=self.field_selector, label_selector=self.label_selector)
+        else:
+            result = self.client.list_nodes(field_selector=self.field_selector)
+        return list(result.get("items") or []), (result.get("metadata") or {}).get("resourceVersion")
+
+    def watch(self, resource_version: str | None, timeout_seconds: int) -> Iterator[dict[str, Any]]:
+        return self.client.watch(
+            self.kind, resource_version, timeout_seconds, field_selector=self.field_selector, label_selector=self.label_selector
+        )
+
+
+class WaitResult:
+    def __init__(self, met: bool, objects: dict[str, dict[str, Any]], lists: int, watches: int, watch_failures: int) -> None:
+        self.met = met
+        self.objects = objects
+        self.lists = lists
+        self.watches = watches
+        self.watch_failures = watch_failures
+
+
+def wait_until(
+    source: Any,
+    satisfied: Callable[[dict[str, dict[str, Any]]], bool],
+    deadline: Deadline,
+    retry: RetryPolicy,
+    poll_interval: float,
+    watch_window: int = WATCH_WINDOW_SECONDS,
+) -> WaitResult:
+    """Wait until ``satisfied(objects)`` holds for the objects ``source`` selects.
+
+    ``source`` offers ``list() -> (items, resourceVersion)``, ``watch(resourceVersion,
+    timeout_seconds) -> events`` and ``describe()``. Returns when the predicate holds or the
+    deadline passes (``met`` tells which), never by sleeping a fixed time: between lists it
+    either follows a watch or, when no watch works, waits ``poll_interval``.
+    """
+    lists = watches = watch_failures = 0
+    use_watch = True
+    objects: dict[str, dict[str, Any]] = {}
+    while True:
+        items, resource_version = retry.run(source.list, deadline, "listing " + source.describe())
+        lists += 1
+        objects = index_objects(items)
+        if satisfied(objects):
+            return WaitResult(True, objects, lists, watches, watch_failures)
+        if deadline.expired():
+            return WaitResult(False, objects, lists, watches, watch_failures)
+
+        events_seen = 0
+        if use_watch:
+            watches += 1
+            timeout_seconds = max(1, min(watch_window, int(deadline.remaining() + 0.999)))
+            try:
+                for event in source.watch(resource_version, timeout_seconds):
+                    events_seen += 1
+                    if not apply_event(objects, event):
+                        events_seen = 0
+                        break
+                    if satisfied(objects):
+                        return WaitResult(True, objects, lists, watches, watch_failures)
+                    if deadline.expired():
+                        return WaitResult(False, objects, lists, watches, watch_failures)
+            except K8sError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a broken watch falls back to polling
+                watch_failures += 1
+                events_seen = 0
+                if api_status(error) is not None and not is_retryable(error):
+                    # The server refuses watches (forbidden, unsupported): poll from now on.
+                    use_watch = False
+        if deadline.expired():
+            # One last list so that the caller reports what is true now, not a stale copy.
+            try:
+                items, _ = retry.run(source.list, deadline, "listing " + source.describe())
+            except K8sError:
+                return WaitResult(False, objects, lists, watches, watch_failures)
+            lists += 1
+            objects = index_objects(items)
+            return WaitResult(satisfied(objects), objects, lists, watches, watch_failures)
+        if not events_seen:
+            retry.sleep(min(poll_interval, deadline.remaining()))
+
+
+def wait_for_node(client: KubeClient, name: str, conditions: NodeConditions, timeout: float, poll_interval: float) -> dict[str, Any]:
+    """Wait until node ``name`` meets ``conditions``; the result of k8s_node_wait."""
+    if conditions.is_empty():
+        raise K8sError("no condition given: set at least one of allocatable, capacity, labels, ready, unschedulable, jmespath")
+    if timeout < 0:
+        raise K8sError("timeout: must be 0 or more seconds, got {0}".format(timeout))
+    if poll_interval <= 0:
+        raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
+
+    def the_node(objects: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        for obj in objects.values():
+            if (obj.get("metadata") or {}).get("name") == name:
+                return obj
+        return None
+
+    outcome = wait_until(
+        ListWatch(client, "nodes", field_selector="metadata.name=" + name),
+        lambda objects: all_met(evaluate(the_node(objects), conditions)),
+        client.retry.deadline(timeout),
+        client.retry,
+        poll_interval,
+    )
+    node = the_node(outcome.objects)
+    results = evaluate(node, conditions)
+    result = {
+        "changed": False,
+        "node": node_summary(node),
+        "conditions": results,
+        "matched": [entry["condition"] for entry in results if entry["met"]],
+    }
+    if not outcome.met:
+        raise K8sError("node {0} did not meet the conditions within {1:g}s: {2}".format(name, timeout, unmet_summary(results)), **result)
+    return result

@@ -1,0 +1,237 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: k8s_node_evacuate
+short_description: Evict pods from a Kubernetes node through the Eviction API, honouring PodDisruptionBudgets
+version_added: 0.1.0
+author: gpuops maintainers (@gpuops)
+description:
+  - Evicts the pods of a node selected by O(scope) with one C(policy/v1) Eviction per pod, each carrying the pod's uid
+    as a precondition, then waits until every evicted pod is gone from the node (watching the node's pods, with a
+    polling fallback). A pod re-created under the same name is another pod and is not waited for.
+  - DaemonSet pods and mirror (static) pods are never evicted. Pods that already ended (C(Succeeded), C(Failed)) are
+    evicted like the others, as C(kubectl drain) does.
+  - An eviction refused by a PodDisruptionBudget (HTTP 429) is retried with backoff until O(timeout). Then the module
+    fails, naming each blocked pod and the budgets that blocked it, and leaves the node as it is. Only with O(force)
+    (and a O(force_reason)) are the still-blocked pods deleted after O(timeout).
+  - This module never cordons or taints the node. Fence the node first with M(gpuops.nvidia.k8s_node_taint)
+    (O(gpuops.nvidia.k8s_node_taint#module:cordon=true) and a C(NoSchedule) taint), or evicted pods may be scheduled
+    back onto it; the module warns when the node is not fenced.
+options:
+  name:
+    description:
+      - Name of the node.
+    type: str
+    required: true
+  scope:
+    description:
+      - Which pods to evict.
+      - V(all) every pod of the node (except DaemonSet and mirror pods).
+      - V(gpu) pods whose containers or init containers request or limit any C(nvidia.com/*) resource.
+      - V(devices) pods bound to one of O(device_uuids), read from the pod annotation O(device_annotation). A pod that
+        requests C(nvidia.com/*) resources but carries no such annotation is evicted too, as it may hold those devices.
+    type: str
+    choices: [all, gpu, devices]
+    default: gpu
+  device_uuids:
+    description:
+      - GPU or MIG device UUIDs whose pods to evict, with O(scope=devices).
+    type: list
+    elements: str
+    default: []
+  device_parents:
+    description:
+      - Map of MIG device UUID to its parent GPU UUID. With it, a GPU UUID in O(device_uuids) also selects the pods bound to
+        MIG devices of that GPU.
+    type: dict
+    default: {}
+  device_annotation:
+    description:
+      - Pod annotation that lists the device UUIDs a pod is bound to, comma separated.
+    type: str
+    default: gpuops.io/device-ids
+  pod_selectors:
+    description:
+      - Label selectors (joined with commas) that further restrict the pods considered, for example V(app!=critical).
+    type: list
+    elements: str
+    default: []
+    aliases: [label_selectors]
+  grace_period:
+    description:
+      - Termination grace period in seconds for the evicted pods. Not given uses each pod's own.
+    type: int
+  timeout:
+    description:
+      - Seconds to keep retrying evictions refused by a PodDisruptionBudget or failing transiently.
+    type: int
+    default: 300
+  wait_timeout:
+    description:
+      - Seconds to wait, once every eviction was accepted, until the evicted pods are gone from the node.
+    type: int
+    default: 300
+  poll_interval:
+    description:
+      - Seconds between two reads of the node's pods when no watch can be kept open.
+    type: float
+    default: 2.0
+  force:
+    description:
+      - Delete the pods that could not be evicted within O(timeout). This bypasses their PodDisruptionBudgets.
+      - Needs O(force_reason).
+    type: bool
+    default: false
+  force_reason:
+    description:
+      - Why forcing is acceptable. Required with O(force=true); shown in the warning the module emits.
+    type: str
+extends_documentation_fragment:
+  - gpuops.nvidia.k8s_auth_options
+  - gpuops.nvidia.k8s_auth_options.ACTION_GROUP
+  - gpuops.nvidia.attributes
+seealso:
+  - module: gpuops.nvidia.k8s_node_taint
+  - module: gpuops.nvidia.k8s_node_wait
+"""
+
+EXAMPLES = r"""
+---
+- name: Fence the node first
+  gpuops.nvidia.k8s_node_taint:
+    name: gpu-node-1
+    taints:
+      - key: gpuops.io/mig-reconfigure
+        value: all-1g.5gb
+        effect: NoSchedule
+    cordon: true
+
+- name: Evict every pod that uses a GPU, honouring PodDisruptionBudgets for up to 10 minutes
+  gpuops.nvidia.k8s_node_evacuate:
+    name: gpu-node-1
+    scope: gpu
+    timeout: 600
+
+- name: Evict only the pods bound to two MIG devices
+  gpuops.nvidia.k8s_node_evacuate:
+    name: gpu-node-1
+    scope: devices
+    device_uuids:
+      - MIG-8f6e1b5a-0c1d-5e2f-9a3b-4c5d6e7f8a9b
+      - MIG-1a2b3c4d-5e6f-5a7b-8c9d-0e1f2a3b4c5d
+
+- name: Drain-like evacuation of everything but the database pods
+  gpuops.nvidia.k8s_node_evacuate:
+    name: gpu-node-1
+    scope: all
+    pod_selectors:
+      - app!=db
+    grace_period: 30
+"""
+
+RETURN = r"""
+evicted:
+  description:
+    - Pods whose eviction was accepted (or that left the node meanwhile), with why they were selected.
+    - In check mode, the pods that would be evicted.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"namespace": "ml", "name": "train-0", "uid": "0b5c2d9e-1f3a-4b6c-8d7e-9f0a1b2c3d4e", "reason": "requests nvidia.com/gpu"}]
+forced:
+  description: Pods deleted with O(force) after O(timeout).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+skipped:
+  description: Pods left alone, with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"namespace": "gpu-operator", "name": "nvidia-device-plugin-x7k2p", "uid": "5d1e7a2b-3c4d-4e5f-a6b7-c8d9e0f1a2b3", "reason": "DaemonSet pod"}]
+blocked:
+  description: Pods whose eviction a PodDisruptionBudget still refused at the end, with the budgets' names and the API's message.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"namespace": "ml", "name": "serve-0", "uid": "77aa1b2c-3d4e-4f5a-b6c7-d8e9f0a1b2c3", "pdbs": ["serve"], "message": "Cannot evict pod as it would violate the pod's disruption budget."}]
+remaining:
+  description: Selected pods still on the node at the end (empty on success).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+node:
+  description: The node's name.
+  returned: always
+  type: str
+  sample: gpu-node-1
+scope:
+  description: The scope used.
+  returned: always
+  type: str
+  sample: gpu
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import (
+    DEFAULT_DEVICE_ANNOTATION,
+    SCOPES,
+    EvacuationRequest,
+    evacuate,
+)
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import argument_spec, run
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            name={"type": "str", "required": True},
+            scope={"type": "str", "choices": list(SCOPES), "default": "gpu"},
+            device_uuids={"type": "list", "elements": "str", "default": []},
+            device_parents={"type": "dict", "default": {}},
+            device_annotation={"type": "str", "default": DEFAULT_DEVICE_ANNOTATION},
+            pod_selectors={"type": "list", "elements": "str", "default": [], "aliases": ["label_selectors"]},
+            grace_period={"type": "int"},
+            timeout={"type": "int", "default": 300},
+            wait_timeout={"type": "int", "default": 300},
+            poll_interval={"type": "float", "default": 2.0},
+            force={"type": "bool", "default": False},
+            force_reason={"type": "str"},
+        ),
+        required_if=[("force", True, ["force_reason"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+
+    def action(client):
+        request = EvacuationRequest(
+            node=params["name"],
+            scope=params["scope"],
+            device_uuids=params["device_uuids"],
+            device_annotation=params["device_annotation"],
+            device_parents=params["device_parents"],
+            pod_selectors=params["pod_selectors"],
+            grace_period=params["grace_period"],
+            timeout=params["timeout"],
+            wait_timeout=params["wait_timeout"],
+            poll_interval=params["poll_interval"],
+            force=params["force"],
+            force_reason=params["force_reason"],
+        )
+        return evacuate(client, request, module.check_mode)
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()

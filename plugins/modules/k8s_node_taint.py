@@ -1,0 +1,193 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: k8s_node_taint
+short_description: Add or remove taints on a Kubernetes node, and cordon or uncordon it
+version_added: 0.1.0
+author: gpuops maintainers (@gpuops)
+description:
+  - Adds or removes the named taints of a node. Taints not named in O(taints) are never changed.
+  - Cordons or uncordons the node with O(cordon). This is the one way the collection cordons a node.
+  - The node is read, the new taint list computed, and the whole list written with the node's
+    C(metadata.resourceVersion) as a precondition (C(spec.taints) is an atomic list). If another writer changed the
+    node in between, the API answers 409; the node is then read again and the change recomputed, until O(timeout).
+options:
+  name:
+    description:
+      - Name of the node.
+    type: str
+    required: true
+  taints:
+    description:
+      - The taints to add (O(state=present)) or remove (O(state=absent)).
+      - A node holds at most one taint per O(taints[].key) and O(taints[].effect). With O(state=present), a taint with the
+        same key and effect but another value gets the new value; with O(state=absent), every taint matching the given key
+        (and effect and value, when given) is removed.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      key:
+        description:
+          - Taint key, for example V(gpuops.io/mig-reconfigure).
+        type: str
+        required: true
+      value:
+        description:
+          - Taint value. Empty when not given.
+        type: str
+      effect:
+        description:
+          - Taint effect. Required with O(state=present).
+        type: str
+        choices: [NoSchedule, PreferNoSchedule, NoExecute]
+  state:
+    description:
+      - Whether the taints in O(taints) should be on the node or not.
+    type: str
+    choices: [present, absent]
+    default: present
+  cordon:
+    description:
+      - V(true) marks the node unschedulable (cordon), V(false) schedulable again (uncordon).
+      - Not given leaves C(spec.unschedulable) as it is.
+      - Cordoning does not move running pods; use M(gpuops.nvidia.k8s_node_evacuate) for that.
+    type: bool
+  timeout:
+    description:
+      - Seconds to keep retrying conflicts (409) and transient API errors before failing.
+    type: int
+    default: 60
+extends_documentation_fragment:
+  - gpuops.nvidia.k8s_auth_options
+  - gpuops.nvidia.k8s_auth_options.ACTION_GROUP
+  - gpuops.nvidia.attributes
+seealso:
+  - module: gpuops.nvidia.k8s_node_evacuate
+  - module: gpuops.nvidia.k8s_node_label
+"""
+
+EXAMPLES = r"""
+---
+- name: Fence a node for a MIG change (taint and cordon)
+  gpuops.nvidia.k8s_node_taint:
+    name: gpu-node-1
+    taints:
+      - key: gpuops.io/mig-reconfigure
+        value: all-1g.5gb
+        effect: NoSchedule
+    cordon: true
+
+- name: Remove our taint, whatever its value, and uncordon
+  gpuops.nvidia.k8s_node_taint:
+    name: gpu-node-1
+    state: absent
+    taints:
+      - key: gpuops.io/mig-reconfigure
+    cordon: false
+
+- name: Only uncordon
+  gpuops.nvidia.k8s_node_taint:
+    name: gpu-node-1
+    cordon: false
+"""
+
+RETURN = r"""
+taints:
+  description: The node's taints afterwards (predicted in check mode).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"key": "gpuops.io/mig-reconfigure", "value": "all-1g.5gb", "effect": "NoSchedule"}]
+unschedulable:
+  description: Whether the node is cordoned afterwards (predicted in check mode).
+  returned: success
+  type: bool
+  sample: true
+previous:
+  description: The node's taints and cordon before the module ran.
+  returned: success
+  type: dict
+  contains:
+    taints:
+      description: The taints before.
+      type: list
+      elements: dict
+      returned: success
+    unschedulable:
+      description: Whether the node was cordoned before.
+      type: bool
+      returned: success
+  sample: {"taints": [], "unschedulable": false}
+conflicts_retried:
+  description: How many times the write met a concurrent change (409) and was recomputed.
+  returned: success
+  type: int
+  sample: 0
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
+    TAINT_EFFECTS,
+    change_node,
+    normalize_taints,
+    taint_patch,
+    taint_view,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            name={"type": "str", "required": True},
+            taints={
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "key": {"type": "str", "required": True, "no_log": False},
+                    "value": {"type": "str"},
+                    "effect": {"type": "str", "choices": list(TAINT_EFFECTS)},
+                },
+            },
+            state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+            cordon={"type": "bool"},
+            timeout={"type": "int", "default": 60},
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+
+    def action(client):
+        taints = normalize_taints(params["taints"], params["state"])
+        outcome = change_node(
+            client,
+            params["name"],
+            lambda node: taint_patch(node, taints, params["state"], params["cordon"]),
+            client.retry.deadline(params["timeout"]),
+            module.check_mode,
+        )
+        before, after = taint_view(outcome.before), taint_view(outcome.after)
+        return {
+            "changed": before != after,
+            "taints": after["taints"],
+            "unschedulable": after["unschedulable"],
+            "previous": before,
+            "conflicts_retried": outcome.conflicts,
+            "diff": {"before": before, "after": after},
+        }
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()
