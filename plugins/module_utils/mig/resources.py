@@ -100,11 +100,16 @@ def parse_time_slicing(config: Optional[Mapping[str, Any]]) -> TimeSlicing:
         if not isinstance(name, str) or not name:
             raise ValueError("%s.name must be a resource name such as 'nvidia.com/gpu', got %r" % (where, name))
         count = resource.get("replicas")
-        if type(count) is not int or count < 2:
+        if not _is_count(count) or count < 2:
             raise ValueError("%s.replicas must be an integer >= 2, got %r" % (where, count))
         qualified = name if name.startswith(RESOURCE_PREFIX) else RESOURCE_PREFIX + name
         replicas[qualified] = count
     return TimeSlicing(replicas=replicas, rename_by_default=rename_by_default)
+
+
+def _is_count(value: Any) -> bool:
+    """An int that is not a bool (YAML's true would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _gpu_list(gpus: Any) -> List[Mapping[str, Any]]:
@@ -114,7 +119,7 @@ def _gpu_list(gpus: Any) -> List[Mapping[str, Any]]:
     if not isinstance(gpus, list):
         raise ValueError("gpus must be gpu_info's result or its 'gpus' list, got %r" % (type(gpus).__name__,))
     for position, gpu in enumerate(gpus):
-        if not isinstance(gpu, Mapping) or type(gpu.get("index")) is not int:
+        if not isinstance(gpu, Mapping) or not _is_count(gpu.get("index")):
             raise ValueError("gpus[%d] must be a gpu_info GPU with an integer 'index'" % position)
     return sorted(gpus, key=lambda gpu: gpu["index"])
 
@@ -226,7 +231,7 @@ def _layout_entry(index: int, entry: Any, gpu: Optional[Mapping[str, Any]], wher
         return None, ["%s: devices must be a mapping of profile to count, got %r" % (label, wanted)]
     problems = []
     for profile, count in wanted.items():
-        if type(count) is not int or count < 0:
+        if not _is_count(count) or count < 0:
             problems.append("%s: count of MIG profile %s must be an integer >= 0, got %r" % (label, profile, count))
     if not enabled and any(count for count in wanted.values()):
         problems.append("%s: mig_enabled is false but devices lists %s" % (label, ", ".join(sorted(map(str, wanted)))))
@@ -258,7 +263,7 @@ def _devices_from_counts(index: int, wanted: Mapping[str, int], table: Mapping[s
     devices = []
     for profile in sorted(wanted):
         attributes = _attributes(profile, table.get(profile))
-        devices.extend(MigDevice(index, profile, attributes) for _ in range(wanted[profile]))
+        devices.extend([MigDevice(index, profile, attributes)] * wanted[profile])
     return tuple(devices)
 
 
