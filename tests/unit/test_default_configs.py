@@ -11,6 +11,7 @@ cannot hide a bug in the shipped data and vice versa.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,33 @@ def test_no_gpu_is_matched_twice_within_a_filtered_config(configs: dict) -> None
 def test_checker_rejects_invalid_entries(entry: dict, problem: str) -> None:
     # Guards the guard: the checker above must be able to fail.
     assert any(problem in p for p in entry_problems(entry))
+
+
+def test_the_product_spec_parser_reads_the_file_the_same_way(configs: dict) -> None:
+    # Cross-check with plugins/module_utils/mig/spec.py: same names, same entries.
+    collections = str(Path(__file__).resolve().parents[2] / ".collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import load_spec_text
+
+    spec = load_spec_text(DEFAULT_CONFIG.read_text(encoding="utf-8"), str(DEFAULT_CONFIG))
+    assert spec.names() == sorted(configs)
+    for name, entries in spec.configs.items():
+        assert [entry.to_dict() for entry in entries] == configs[name], name
+
+
+@pytest.mark.parametrize("name", sorted(FILTERED))
+def test_every_listed_pci_id_is_matched_by_exactly_one_entry(name: str) -> None:
+    collections = str(Path(__file__).resolve().parents[2] / ".collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import load_spec_text
+
+    entries = load_spec_text(DEFAULT_CONFIG.read_text(encoding="utf-8")).configs[name]
+    for _filter, layout in FILTERED[name]:
+        for pci_id in _filter:
+            matched = [dict(entry.mig_devices) for entry in entries if entry.matches(0, pci_id, "0x000010DE")]
+            assert matched == [layout], (name, pci_id)
+    # A GPU the config does not list (here an A30 for all-1g.10gb) is matched by nothing.
+    if name != "all-balanced":
+        assert not [entry for entry in entries if entry.matches(0, "0x20B710DE")]

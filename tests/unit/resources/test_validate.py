@@ -159,3 +159,14 @@ def test_current_layout(gpu) -> None:
     }
     # Applying the current layout changes nothing.
     assert expected_resources(gpus, current_layout(gpus), "mixed") == expected_resources(gpus, None, "mixed")
+
+
+def test_a_boolean_is_not_a_count(node_gpus) -> None:
+    errors = expected_resources(node_gpus(1), {0: {"mig_enabled": True, "devices": {"1g.5gb": True}}}, "mixed")["errors"]
+    assert errors == ["GPU 0 (NVIDIA A100-SXM4-40GB): count of MIG profile 1g.5gb must be an integer >= 0, got True"]
+
+
+@pytest.mark.parametrize("gpus", [None, "gpu0", {"gpus": {}}, [{"name": "no index"}]])
+def test_gpus_must_be_gpu_info_shaped(gpus) -> None:
+    with pytest.raises(ValueError, match="gpu"):
+        expected_resources(gpus, None, "mixed")
