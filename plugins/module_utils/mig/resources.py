@@ -107,6 +107,26 @@ def parse_time_slicing(config: Optional[Mapping[str, Any]]) -> TimeSlicing:
     return TimeSlicing(replicas=replicas, rename_by_default=rename_by_default)
 
 
+def time_slicing_config(replicas: Any, rename_by_default: bool = False, resources: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
+    """The ``sharing.timeSlicing`` mapping for "advertise each device ``replicas`` times".
+
+    ``replicas`` may come from a variable as text ("4"); None, 0 and 1 mean no time-slicing.
+    ``resources`` are the replicated resource names (default: ``nvidia.com/gpu``).
+    """
+    if replicas is None or replicas == "":
+        return None
+    try:
+        count = int(replicas)
+    except (TypeError, ValueError):
+        raise ValueError("time-slicing replicas must be an integer, got %r" % (replicas,))
+    if isinstance(replicas, bool) or count < 0 or str(count) != str(replicas).strip():
+        raise ValueError("time-slicing replicas must be an integer >= 0, got %r" % (replicas,))
+    if count <= 1:
+        return None
+    names = list(resources) if resources else [GPU_RESOURCE]
+    return {"renameByDefault": bool(rename_by_default), "resources": [{"name": name, "replicas": count} for name in names]}
+
+
 def _is_count(value: Any) -> bool:
     """An int that is not a bool (YAML's true would otherwise pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)

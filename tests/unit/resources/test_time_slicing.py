@@ -11,6 +11,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.resources import
     TimeSlicing,
     expected_resources,
     parse_time_slicing,
+    time_slicing_config,
 )
 
 ALL_1G_5GB = {i: {"mig_enabled": True, "devices": {"1g.5gb": 7}} for i in range(8)}
@@ -98,3 +99,20 @@ def test_short_resource_names_get_the_nvidia_domain() -> None:
 def test_bad_time_slicing_config_names_the_field(config, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_time_slicing(config)
+
+
+def test_time_slicing_config_from_role_variables() -> None:
+    assert time_slicing_config(None) is None
+    assert time_slicing_config("1") is None
+    assert time_slicing_config(0) is None
+    assert time_slicing_config("4") == {"renameByDefault": False, "resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}
+    assert time_slicing_config(2, True, ["nvidia.com/mig-1g.5gb"]) == {
+        "renameByDefault": True, "resources": [{"name": "nvidia.com/mig-1g.5gb", "replicas": 2}]}
+    # What it builds is what the model reads.
+    assert parse_time_slicing(time_slicing_config(3, True)) == TimeSlicing({"nvidia.com/gpu": 3}, rename_by_default=True)
+
+
+@pytest.mark.parametrize("replicas", ["four", "2.5", True, -2, [4]])
+def test_time_slicing_config_rejects_non_integers(replicas) -> None:
+    with pytest.raises(ValueError, match="time-slicing replicas must be an integer"):
+        time_slicing_config(replicas)
