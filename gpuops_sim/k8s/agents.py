@@ -34,6 +34,7 @@ DEVICE_IDS_ANNOTATION = "gpuops.io/device-ids"
 USED_MEMORY_ANNOTATION = "gpuops.io/sim-used-memory-mib"
 REVISION_LABEL = "controller-revision-hash"
 DEFAULT_USED_MEMORY_MIB = 512
+DCGM_CLIENT = "nv-hostengine (dcgm-exporter)"
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 Obj = dict[str, Any]
@@ -243,7 +244,7 @@ class Daemon:
     restarts: int = 0
     timer: Timer | None = None  # start-up / crash back-off
     gfd_timer: Timer | None = None  # GFD's relabel interval
-    dcgm_pid: int | None = None
+    dcgm_holding: bool = False
 
 
 @dataclasses.dataclass
@@ -308,8 +309,7 @@ class Agents:
     @property
     def nvml(self) -> Any:
         if self._nvml is None:
-            import gpuops_sim.nvml as nvml_sim  # imported late: the NVML half is optional for pure API tests
-            self._nvml = nvml_sim
+            self._nvml = nvml_api()
         return self._nvml
 
     def start(self) -> None:
@@ -335,7 +335,15 @@ class Agents:
             for obj in self.api.list(kind):
                 self._dispatch(kind, "ADDED", obj)
 
+    def _cached(self, kind: str, obj: Obj) -> Obj | None:
+        if kind == "pods":
+            return self.pods.get(_key(obj))
+        state = self.nodes.get(_meta(obj).get("name"))
+        return state.node if state else None
+
     def _dispatch(self, kind: str, event_type: str, obj: Obj) -> None:
+        if event_type != "DELETED" and kind in ("pods", "nodes") and _older(obj, self._cached(kind, obj)):
+            return  # our own later write is already cached; this event predates it
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(event_type, obj)
@@ -386,6 +394,11 @@ class Agents:
         old = state.node if state else None
         if state is None:
             state = self.nodes[name] = NodeState(name=name, node=node)
+        self._node_changed(state, old, node)
+
+    def _node_changed(self, state: NodeState, old: Obj | None, node: Obj) -> None:
+        """Follow-ups of a node change, whether seen as an event or made by our own write."""
+        name = state.name
         state.node = node
         placement_changed = old is None or _placement_view(old) != _placement_view(node)
         if placement_changed:
@@ -496,7 +509,7 @@ class Agents:
             return
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
-            if key not in self.pending or event_type == "ADDED":
+            if key not in self.workloads and (key not in self.pending or event_type == "ADDED"):
                 self._schedule(pod)
             return
         self.pending.discard(key)
@@ -571,7 +584,7 @@ class Agents:
             ready = not error
         if nv.ROLE_GFD in daemon.roles:
             self._gfd_run(daemon)
-        if nv.ROLE_DCGM_EXPORTER in daemon.roles and daemon.dcgm_pid is None:
+        if nv.ROLE_DCGM_EXPORTER in daemon.roles and not daemon.dcgm_holding:
             self._dcgm_attach(daemon)
         pod = self.pods.get(daemon.key, daemon.pod)
         if ready:
@@ -595,9 +608,8 @@ class Agents:
         state.pods.discard(daemon.key)
         if nv.ROLE_DEVICE_PLUGIN in daemon.roles:
             self._plugin_advertise(state, {})
-        if daemon.dcgm_pid is not None:
-            self._detach(state.name, [daemon.dcgm_pid])
-            daemon.dcgm_pid = None
+        if daemon.dcgm_holding:
+            self._dcgm_release(daemon)
 
     def _restart_configured_daemons(self, node_name: str) -> None:
         """The GPU Operator's config-manager sidecar restarts the daemon when the config label changes."""
@@ -660,7 +672,7 @@ class Agents:
                                        {"status": {"capacity": cap_patch, "allocatable": alloc_patch}},
                                        subresource="status")
             if patched is not None:
-                state.node = patched
+                self._node_changed(state, state.node, patched)
 
     def _gfd_run(self, daemon: Daemon) -> None:
         state = self.nodes.get(daemon.node)
@@ -682,29 +694,35 @@ class Agents:
                 patch["nvidia.com/gfd.timestamp"] = str(int(time.time()))
                 patched = self._safe_patch("nodes", None, state.name, {"metadata": {"labels": patch}})
                 if patched is not None:
-                    state.node = patched
+                    self._node_changed(state, state.node, patched)
             state.gfd_owned = set(wanted)
         if daemon.gfd_timer:
             daemon.gfd_timer.cancel()
         daemon.gfd_timer = self.reactor.call_later(self.settings.gfd_interval, self._gfd_run, daemon)
 
     def _dcgm_attach(self, daemon: Daemon) -> None:
-        """DCGM holds every GPU of the node: a reset is refused while it runs."""
+        """DCGM keeps every GPU of the node open: NVML refuses a reset while the exporter runs."""
         path = self.state_path(daemon.node)
         if not path:
             return
-        pid = next(self._pids)
-        hold = getattr(self.nvml, "attach_client", None)
         try:
-            if hold is not None:
-                hold(path, pid, "nv-hostengine")
-            else:
-                for gpu in self.nvml.show(path).get("gpus") or []:
-                    self.nvml.attach_process(path, gpu["uuid"], pid, 0)
+            for gpu in self.nvml.show(path).get("gpus") or []:
+                self.nvml.add_client(path, gpu["index"], DCGM_CLIENT)
         except Exception as exc:  # noqa: BLE001 - a state file the exporter cannot read leaves it idle
-            LOG.warning("dcgm-exporter on %s could not hold the GPUs: %s", daemon.node, exc)
+            LOG.warning("dcgm-exporter on %s could not open the GPUs: %s", daemon.node, exc)
             return
-        daemon.dcgm_pid = pid
+        daemon.dcgm_holding = True
+
+    def _dcgm_release(self, daemon: Daemon) -> None:
+        path = self.state_path(daemon.node)
+        daemon.dcgm_holding = False
+        if not path:
+            return
+        try:
+            for gpu in self.nvml.show(path).get("gpus") or []:
+                self.nvml.remove_client(path, gpu["index"], DCGM_CLIENT)
+        except Exception as exc:  # noqa: BLE001
+            LOG.warning("dcgm-exporter on %s could not release the GPUs: %s", daemon.node, exc)
 
     # -- workload pods: scheduling, admission, release --
 
@@ -901,7 +919,23 @@ class Agents:
             pass
 
 
+def nvml_api() -> Any:
+    """The NVML simulator's Python API (contract §6), imported late so pure API tests need none of it."""
+    import importlib
+    package = importlib.import_module("gpuops_sim.nvml")
+    if all(hasattr(package, name) for name in ("show", "attach_process", "detach_process", "add_client")):
+        return package
+    return importlib.import_module("gpuops_sim.nvml.state")
+
+
 # --- small pure helpers -----------------------------------------------------------------------
+
+def _older(incoming: Mapping[str, Any], cached: Mapping[str, Any] | None) -> bool:
+    if cached is None:
+        return False
+    new, old = str(_meta(incoming).get("resourceVersion", "")), str(_meta(cached).get("resourceVersion", ""))
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
+
 
 def _labels(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
     return ((obj or {}).get("metadata") or {}).get("labels") or {}

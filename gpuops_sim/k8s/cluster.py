@@ -1,0 +1,287 @@
+"""A simulated GPU cluster in one process: the API emulator, node agents and per-node NVML state.
+
+``Cluster`` is the in-process API (tests, bench); ``cli.py`` wraps it as ``python -m gpuops_sim
+cluster up|down|status|workload|fault``. Layout of a cluster directory:
+
+    DIR/kubeconfig          points at the emulator
+    DIR/inventory.yml       Ansible inventory: kube_control_plane + gpu_nodes (all local)
+    DIR/nodes/<node>.json   NVML state of each GPU node
+    DIR/cluster.json        what `up` created (pools, url, options)
+    DIR/cluster.pid, DIR/cluster.log   when detached
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from typing import Any, Iterable
+
+import yaml
+
+from gpuops_sim.k8s import workload as manifests
+from gpuops_sim.k8s.agents import AgentSettings, Agents, ClusterApi, nvml_api
+
+CONTROLLER_HOST = "controller"
+NODE_PREFIX = "gpu-node-"
+_POOL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """Nodes of one GPU model."""
+
+    name: str
+    count: int
+    model: str
+    gpus: int
+
+    @property
+    def instance_type(self) -> str:
+        return f"sim-{self.model.lower().replace(' ', '-')}-x{self.gpus}"
+
+
+def parse_pool(text: str) -> Pool:
+    """``NAME:COUNT:MODEL:GPUS`` (``--pool``)."""
+    parts = text.split(":")
+    if len(parts) != 4:
+        raise ValueError(f"pool: {text!r} is not NAME:COUNT:MODEL:GPUS")
+    name, count, model, gpus = parts
+    if not _POOL_RE.match(name):
+        raise ValueError(f"pool: name {name!r} must be a DNS label")
+    return _pool(name, count, model, gpus, text)
+
+
+def parse_nodes_spec(text: str, gpus: int) -> list[Pool]:
+    """``MODEL:COUNT,MODEL:COUNT`` (``--nodes-spec``); every node gets ``gpus`` GPUs."""
+    pools = []
+    for i, item in enumerate(p for p in text.split(",") if p.strip()):
+        model, _, count = item.strip().rpartition(":")
+        if not model:
+            raise ValueError(f"nodes-spec: {item!r} is not MODEL:COUNT")
+        pools.append(_pool(f"pool{i}", count, model, str(gpus), item))
+    if not pools:
+        raise ValueError("nodes-spec: empty")
+    return pools
+
+
+def _pool(name: str, count: str, model: str, gpus: str, text: str) -> Pool:
+    try:
+        pool = Pool(name=name, count=int(count), model=model, gpus=int(gpus))
+    except ValueError:
+        raise ValueError(f"pool: {text!r}: COUNT and GPUS must be integers") from None
+    if pool.count < 0 or pool.gpus < 1:
+        raise ValueError(f"pool: {text!r}: COUNT must be >= 0 and GPUS >= 1")
+    _model(model)
+    return pool
+
+
+def _model(name: str) -> Any:
+    from gpuops_sim.nvml.models import find_model  # pylint: disable=import-outside-toplevel
+    return find_model(name)
+
+
+def node_names(pools: Iterable[Pool]) -> list[tuple[str, Pool]]:
+    names = []
+    for pool in pools:
+        for _ in range(pool.count):
+            names.append((f"{NODE_PREFIX}{len(names) + 1}", pool))
+    return names
+
+
+def layout_node(path: str, profiles: list[str], gpus: Iterable[int] | None = None) -> None:
+    """Enable MIG and create the GPU instances ``profiles`` (each with its full compute instance)
+    on the given GPUs (default all), replacing what was there. For tests and demos only: the
+    product creates instances through NVML."""
+    from gpuops_sim.nvml import mig, models, state  # pylint: disable=import-outside-toplevel
+    with state.transaction(path) as node:
+        for gpu in node["gpus"]:
+            if gpus is not None and gpu["index"] not in set(gpus):
+                continue
+            model = mig.model_of(gpu)
+            gpu["gpu_instances"] = []
+            gpu["mig_current"] = gpu["mig_pending"] = bool(profiles)
+            for name in profiles:
+                profile = next((p for p in model.gi_profiles if p.name == name), None)
+                if profile is None:
+                    raise ValueError(f"profile: {model.name} has no MIG profile {name!r}")
+                gi = mig.create_gpu_instance(node, gpu, profile.id)
+                mig.create_compute_instance(node, gpu, gi, models.CI_PROFILE_BY_SLICES[profile.slice_count])
+
+
+def state_path_for(directory: str):
+    nodes_dir = os.path.join(directory, "nodes")
+
+    def state_path(node: str) -> str | None:
+        path = os.path.join(nodes_dir, f"{node}.json")
+        return path if os.path.exists(path) else None
+    return state_path
+
+
+# --- inventory --------------------------------------------------------------------------------
+
+def nvml_bin_dir() -> str:
+    """Where the simulated ``nvidia-smi`` lives."""
+    import gpuops_sim.nvml  # pylint: disable=import-outside-toplevel
+    return os.path.join(os.path.dirname(os.path.abspath(gpuops_sim.nvml.__file__)), "bin")
+
+
+def inventory(directory: str, nodes: list[str], python: str | None = None, path_env: str | None = None) -> dict:
+    directory = os.path.abspath(directory)
+    python = python or sys.executable
+    search_path = os.pathsep.join([nvml_bin_dir(), path_env if path_env is not None else os.environ.get("PATH", "")])
+    hosts = {}
+    for node in nodes:
+        hosts[node] = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": python,
+            "k8s_node_name": node,
+            "gpuops_environment": {"GPUOPS_NVML_SIMULATOR": os.path.join(directory, "nodes", f"{node}.json"),
+                                   "PATH": search_path},
+        }
+    return {"all": {
+        "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"), "gpuops_simulated": True},
+        "children": {
+            "kube_control_plane": {"hosts": {CONTROLLER_HOST: {"ansible_connection": "local",
+                                                               "ansible_python_interpreter": python}}},
+            "gpu_nodes": {"hosts": hosts},
+        },
+    }}
+
+
+def write_inventory(directory: str, nodes: list[str]) -> str:
+    path = os.path.join(directory, "inventory.yml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("# Written by `python -m gpuops_sim cluster up`: every host runs locally against the simulator.\n")
+        yaml.safe_dump(inventory(directory, nodes), handle, sort_keys=False, default_flow_style=False)
+    return path
+
+
+# --- the running cluster ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ClusterOptions:
+    pools: list[Pool]
+    strategy: str | None = None  # create the NVIDIA DaemonSets up front with this MIG strategy
+    mig_enabled: bool = False
+    mig_layout: list[str] = dataclasses.field(default_factory=list)
+    control_plane: bool = True
+    dcgm_exporter: bool = False
+    time_slicing_replicas: int = 1
+    port: int = 0
+    settings: AgentSettings = dataclasses.field(default_factory=AgentSettings)
+
+    def validate(self) -> None:
+        if self.strategy is not None and self.strategy not in ("none", "single", "mixed"):
+            raise ValueError(f"strategy: {self.strategy!r} is not one of none, single, mixed")
+        if self.settings.plugin_delay < 0:
+            raise ValueError(f"plugin_delay: must be >= 0, got {self.settings.plugin_delay}")
+        if self.settings.gfd_interval <= 0:
+            raise ValueError(f"gfd_interval: must be > 0, got {self.settings.gfd_interval}")
+
+
+class Cluster:
+    """Emulator + agents + node state, for one cluster directory."""
+
+    def __init__(self, directory: str, options: ClusterOptions) -> None:
+        options.validate()
+        self.directory = os.path.abspath(directory)
+        self.options = options
+        self.emulator: Any = None
+        self.api: ClusterApi | None = None
+        self.agents: Agents | None = None
+        self.nodes: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return self.emulator.url
+
+    @property
+    def kubeconfig(self) -> str:
+        return os.path.join(self.directory, "kubeconfig")
+
+    def state_path(self, node: str) -> str:
+        return os.path.join(self.directory, "nodes", f"{node}.json")
+
+    def start(self) -> "Cluster":
+        from gpuops_sim.k8s.agents_api import StoreApi  # pylint: disable=import-outside-toplevel
+        from gpuops_sim.k8s import Emulator  # pylint: disable=import-outside-toplevel
+        os.makedirs(os.path.join(self.directory, "nodes"), exist_ok=True)
+        self.emulator = Emulator(port=self.options.port) if self.options.port else Emulator()
+        self.emulator.start()
+        self.emulator.write_kubeconfig(self.kubeconfig)
+        self.api = StoreApi(self.emulator)
+        self._populate()
+        self.agents = Agents(self.api, state_path_for(self.directory), self.options.settings)
+        self.agents.start()
+        write_inventory(self.directory, self.nodes)
+        self._write_description()
+        return self
+
+    def stop(self) -> None:
+        if self.agents is not None:
+            self.agents.stop()
+            self.agents = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    def __enter__(self) -> "Cluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _populate(self) -> None:
+        nvml = nvml_api()
+        api = self.api
+        assert api is not None
+        if self.options.control_plane:
+            api.create("nodes", None, manifests.node_manifest("control-plane-1", "sim-cpu", gpu=False,
+                                                              control_plane=True))
+        for name, pool in node_names(self.options.pools):
+            path = self.state_path(name)
+            nvml.init_node(path, pool.model, pool.gpus, mig_enabled=self.options.mig_enabled, node_name=name)
+            if self.options.mig_layout:
+                layout_node(path, self.options.mig_layout)
+            node = manifests.node_manifest(name, pool.instance_type)
+            node["metadata"]["labels"]["gpuops.io/sim-pool"] = pool.name
+            api.create("nodes", None, node)
+            self.nodes.append(name)
+        if self.options.strategy is not None:
+            self.install_nvidia_daemons(self.options.strategy, self.options.time_slicing_replicas)
+
+    def install_nvidia_daemons(self, strategy: str, replicas: int = 1, dcgm: bool | None = None,
+                               namespace: str = manifests.GPU_OPERATOR_NAMESPACE) -> None:
+        """What the collection's install roles would create: plugin config, plugin and GFD DaemonSets."""
+        api = self.api
+        assert api is not None
+        if api.get("namespaces", None, namespace) is None:
+            api.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        api.create("configmaps", namespace, manifests.plugin_config_map(
+            {"default": manifests.plugin_config(strategy, replicas)}, namespace))
+        api.create("daemonsets", namespace, manifests.device_plugin_daemonset(namespace))
+        api.create("daemonsets", namespace, manifests.gfd_daemonset(namespace))
+        if dcgm if dcgm is not None else self.options.dcgm_exporter:
+            api.create("daemonsets", namespace, manifests.dcgm_exporter_daemonset(namespace))
+
+    def create_workload(self, spec: manifests.WorkloadSpec) -> list[str]:
+        api = self.api
+        assert api is not None
+        created = []
+        if api.get("namespaces", None, spec.namespace) is None:
+            api.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace",
+                                            "metadata": {"name": spec.namespace}})
+        for kind, obj in manifests.workload_objects(spec):
+            api.create(kind, spec.namespace, obj)
+            created.append(f"{kind}/{obj['metadata']['name']}")
+        return created
+
+    def _write_description(self) -> None:
+        description = {"url": self.url, "nodes": self.nodes, "pid": os.getpid(),
+                       "pools": [dataclasses.asdict(p) for p in self.options.pools],
+                       "strategy": self.options.strategy}
+        with open(os.path.join(self.directory, "cluster.json"), "w", encoding="utf-8") as handle:
+            json.dump(description, handle, indent=1)
