@@ -90,7 +90,7 @@ def normalize_metadata_changes(field: str, changes: Mapping[str, Any] | None, is
 def normalize_taints(taints: Any, state: str) -> list[dict[str, Any]]:
     """Validate the ``taints`` option. ``effect`` is required to add a taint, optional to remove."""
     if not isinstance(taints, list):
-        raise K8sError("taints: expected a list of {key, value, effect}, got {0!r}".format(taints))
+        raise K8sError("taints: expected a list of {{key, value, effect}}, got {0!r}".format(taints))
     normalized = []
     for index, taint in enumerate(taints):
         where = "taints[{0}]".format(index)
