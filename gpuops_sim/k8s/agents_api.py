@@ -104,3 +104,51 @@ class MemoryApi:
         with self._lock:
             self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+
+class StoreApi:
+    """``ClusterApi`` over the emulator's in-process store (no HTTP round trips).
+
+    Written against the store interface requested from the emulator's author (see the "Agents
+    and cluster" section of docs/simulator-k8s.md): ``list/get/create/patch/delete/subscribe`` by
+    plural resource name. Missing objects raise an exception whose class derives from LookupError
+    or carries ``status == 404``; both are mapped to LookupError here.
+    """
+
+    def __init__(self, emulator: Any) -> None:
+        self.store = getattr(emulator, "store", emulator)
+
+    @staticmethod
+    def _missing(exc: Exception) -> bool:
+        return isinstance(exc, LookupError) or getattr(exc, "status", None) == 404 or getattr(exc, "code", None) == 404
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if self._missing(exc) and not isinstance(exc, LookupError):
+                raise LookupError(str(exc)) from exc
+            raise
+
+    def list(self, kind: str) -> list[Obj]:
+        result = self._call(self.store.list, kind)
+        return list(result.get("items", []) if isinstance(result, dict) else result)
+
+    def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+        try:
+            return self._call(self.store.get, kind, namespace, name)
+        except LookupError:
+            return None
+
+    def create(self, kind: str, namespace: str | None, obj: Obj) -> Obj:
+        return self._call(self.store.create, kind, namespace, obj)
+
+    def merge_patch(self, kind: str, namespace: str | None, name: str, patch: Obj,
+                    subresource: str | None = None) -> Obj | None:
+        return self._call(self.store.patch, kind, namespace, name, patch, patch_type="merge", subresource=subresource)
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        self._call(self.store.delete, kind, namespace, name)
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        return self.store.subscribe(callback)
