@@ -34,19 +34,6 @@ def desired_layout(plan: Optional[Mapping[str, Any]]) -> Dict[int, Dict[str, Any
     return layout
 
 
-def time_slicing_config(replicas: Any, rename_by_default: Any = False, strategy: str = "none") -> Optional[Dict[str, Any]]:
-    """The device plugin's ``sharing.timeSlicing`` for the collection's time-slicing variables."""
-    if replicas in (None, "", 0, 1, "1"):
-        return None
-    try:
-        count = int(replicas)
-    except (TypeError, ValueError) as exc:
-        raise AnsibleFilterError("device_plugin_time_slicing_replicas must be an integer, got %r" % (replicas,)) from exc
-    if count < 1:
-        raise AnsibleFilterError("device_plugin_time_slicing_replicas must be 1 or more, got %r" % (replicas,))
-    return {"renameByDefault": bool(rename_by_default), "resources": [{"name": resources.GPU_RESOURCE, "replicas": count}]}
-
-
 def mig_expected_resources(
     gpus: Any,
     plan: Optional[Mapping[str, Any]] = None,
@@ -61,7 +48,7 @@ def mig_expected_resources(
             gpus,
             desired_layout(plan),
             strategy=strategy,
-            time_slicing=time_slicing_config(time_slicing_replicas, time_slicing_rename_by_default, strategy),
+            time_slicing=resources.time_slicing_config(time_slicing_replicas, bool(time_slicing_rename_by_default)),
             node=node,
         )
     except ValueError as exc:

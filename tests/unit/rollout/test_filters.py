@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ansible.errors import AnsibleFilterError
 
 from ansible_collections.gpuops.nvidia.plugins.callback.mig_rollout import batch_sizes, summary_lines
 from ansible_collections.gpuops.nvidia.plugins.filter import mig as f
@@ -87,13 +88,10 @@ def test_pods_selecting_paused_labels():
     assert [p["metadata"]["name"] for p in f.pods_selecting_labels(pods, ["nvidia.com/gpu.deploy.device-plugin"])] == ["dp"]
 
 
-@pytest.mark.parametrize("replicas", [0, -1, "x"])
+@pytest.mark.parametrize("replicas", [-1, "x"])
 def test_bad_time_slicing_replicas_are_refused(replicas):
-    if replicas == 0:
-        assert f.time_slicing_config(replicas) is None
-        return
-    with pytest.raises(Exception, match="device_plugin_time_slicing_replicas"):
-        f.time_slicing_config(replicas)
+    with pytest.raises(AnsibleFilterError, match="replicas"):
+        f.mig_expected_resources([], strategy="none", time_slicing_replicas=replicas)
 
 
 @pytest.mark.parametrize("serial,total,sizes", [
