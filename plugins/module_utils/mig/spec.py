@@ -245,6 +245,21 @@ def parse_spec(document: Any) -> MigSpec:
     return MigSpec(configs)
 
 
+def parse_devices_option(value: Any, option: str = "devices") -> Optional[List[int]]:
+    """A module's ``devices`` option: ``all`` (None) or a list of GPU indexes (ints or digit strings)."""
+    if value is None or value == "all" or value == ["all"]:
+        return None
+    items = value if isinstance(value, list) else [value]
+    indexes = []
+    for item in items:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item.strip())
+        if not _is_int(item) or item < 0:
+            raise SpecError("%s: invalid GPU index %r (expected 'all' or a list of GPU indexes)" % (option, item))
+        indexes.append(item)
+    return indexes
+
+
 def load_spec_text(text: str, source: str = "config") -> MigSpec:
     """Parse YAML (or JSON) text, then validate it."""
     try:

@@ -1,0 +1,77 @@
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Controller side of gpuops.nvidia.mig_config: supply the config document the module applies.
+
+The module runs on the GPU node, where the collection's files are not. So, on the controller:
+- with neither ``config`` nor ``config_file``: read the collection's ``files/mig-configs/default.yaml``;
+- with ``config_file`` and ``remote_src: false`` (the default): find and read that file here;
+and pass the parsed document to the module as ``config``. With ``remote_src: true`` the module reads
+``config_file`` on the node itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.module_utils.common.text.converters import to_native, to_text
+from ansible.plugins.action import ActionBase
+
+try:
+    import yaml
+    HAS_YAML = True
+except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
+    HAS_YAML = False
+
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_CONFIG_FILE = os.path.join(COLLECTION_ROOT, "files", "mig-configs", "default.yaml")
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def _read_document(self, path):
+        try:
+            with open(path, "r") as handle:
+                text = handle.read()
+        except (IOError, OSError) as exc:
+            raise AnsibleActionFail("config_file: cannot read %s: %s" % (path, to_native(exc)))
+        if not HAS_YAML:
+            raise AnsibleActionFail("PyYAML is required on the controller to read %s" % path)
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise AnsibleActionFail("config_file %s: malformed YAML: %s" % (path, to_native(exc)))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        args = dict(self._task.args)
+        source = None
+        remote_src = args.get("remote_src", False)
+        if not isinstance(remote_src, bool):
+            from ansible.module_utils.parsing.convert_bool import boolean
+            try:
+                remote_src = boolean(remote_src, strict=True)
+            except TypeError as exc:
+                raise AnsibleActionFail("remote_src: %s" % to_native(exc))
+        if args.get("config") is not None and args.get("config_file"):
+            raise AnsibleActionFail("parameters are mutually exclusive: config|config_file")
+        if args.get("config") is None and not args.get("config_file"):
+            source = DEFAULT_CONFIG_FILE
+            if not os.path.isfile(source):
+                raise AnsibleActionFail("the collection's default MIG configs are missing: %s" % source)
+        elif args.get("config_file") and not remote_src:
+            try:
+                source = self._find_needle("files", to_text(args["config_file"]))
+            except AnsibleError as exc:
+                raise AnsibleActionFail("config_file: %s" % to_native(exc))
+        if source is not None:
+            args["config"] = self._read_document(source)
+            args.pop("config_file", None)
+        result.update(self._execute_module(module_name="gpuops.nvidia.mig_config", module_args=args, task_vars=task_vars))
+        if source is not None:
+            result["config_source"] = source
+        return result

@@ -1,0 +1,341 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mig_config
+short_description: Apply a mig-parted v1 MIG configuration to a node's NVIDIA GPUs, changing only what differs
+version_added: 0.1.0
+author: gpuops maintainers (@gpuops)
+description:
+  - Reads a mig-parted v1 config document (the format of NVIDIA's C(nvidia-mig-parted)), selects one named config,
+    and makes the node's GPUs match it through NVML.
+  - The document is validated exactly as mig-parted validates it. Then every targeted GPU is checked against what that
+    GPU reports through NVML (the profile exists on it, the count fits, the layout can be placed) before anything is
+    changed; any problem on any GPU fails the task and changes nothing.
+  - Per GPU, GPU instances whose profile is wanted are kept wherever they are; only the surplus is destroyed and only the
+    missing ones are created, at explicit placements chosen so that the whole layout fits. When the wanted layout
+    cannot be placed around the kept instances, that GPU alone is laid out again. GPUs that already match are not
+    touched, and a second run reports no change.
+  - MIG mode changes are made per GPU; only a GPU whose mode is still pending after the change is reset (with
+    O(reset_command)), and a mode that stays pending fails the task unless O(allow_pending=true).
+  - When neither O(config) nor O(config_file) is given, the collection's default named configs
+    (C(files/mig-configs/default.yaml), the 81 configs mig-parted ships) are used. That file and a O(config_file) are read
+    on the controller by the action plugin, unless O(remote_src=true).
+options:
+  config:
+    description:
+      - The mig-parted v1 document itself, as a dictionary (or as YAML text).
+      - Mutually exclusive with O(config_file).
+    type: raw
+  config_file:
+    description:
+      - Path of a mig-parted v1 YAML document.
+      - Read on the controller (a relative path is searched like M(ansible.builtin.copy)'s C(src), in the role's or
+        playbook's C(files/) directory) unless O(remote_src=true), then on the managed node.
+      - Mutually exclusive with O(config).
+    type: path
+  remote_src:
+    description:
+      - Whether O(config_file) is a path on the managed node instead of the controller.
+    type: bool
+    default: false
+  config_name:
+    description:
+      - The named config (a key of C(mig-configs)) to apply, for example V(all-1g.5gb) or V(all-balanced).
+      - May be left out when the document holds exactly one config.
+    type: str
+  devices:
+    description:
+      - Limit the change to these GPUs, V(all) or a list of GPU indexes. Other GPUs are neither checked nor touched.
+      - The config's own C(devices) and C(device-filter) still decide which entry applies to each of these GPUs.
+      - An index the node does not have is an error.
+    type: raw
+    default: all
+  unmatched_gpus:
+    description:
+      - What to do with a selected GPU that no entry of the config matches (for example a config whose entries filter on
+        another GPU model).
+      - V(leave) leaves it untouched and lists it in RV(plan.unmatched_gpus); V(fail) fails before changing anything.
+    type: str
+    choices: [leave, fail]
+    default: leave
+  allow_pending:
+    description:
+      - Succeed even when a MIG mode change stays pending (the GPU could not be reset). RV(reset_required) or
+        RV(reboot_required) tell the play what is owed; the instances of those GPUs are created by the next run after
+        the reset or reboot.
+    type: bool
+    default: false
+  reset:
+    description:
+      - Reset a GPU whose new MIG mode is still pending after it was set, with O(reset_command).
+    type: bool
+    default: true
+  reset_command:
+    description:
+      - The command that resets one GPU, as a list of arguments (run without a shell).
+      - C({index}), C({uuid}) and C({pci_bus_id}) are replaced by the GPU's values.
+    type: list
+    elements: str
+    default: [nvidia-smi, --gpu-reset, -i, "{index}"]
+requirements:
+  - nvidia-ml-py (module C(pynvml)) and PyYAML on the managed node
+  - root privileges (NVML refuses MIG changes otherwise)
+extends_documentation_fragment:
+  - gpuops.nvidia.attributes
+notes:
+  - Only GPU instance profiles (V(<G>g.<GB>gb) with an optional V(+me), V(+me.all), V(+gfx) or V(-me) suffix) are
+    supported; compute-instance profiles such as V(1c.3g.20gb) are refused. Each GPU instance gets one full-width compute
+    instance, as C(nvidia-smi mig -cgi ... -C) makes.
+  - Profile names are resolved on each GPU from what it reports. A name that differs only by memory from one the GPU
+    offers (V(7g.79gb) on a driver that names it V(7g.80gb)) is accepted with a warning.
+  - Entries apply in file order; a GPU matched by several entries gets the last one.
+seealso:
+  - module: gpuops.nvidia.mig_mode
+  - module: gpuops.nvidia.gpu_info
+  - name: mig-parted config format
+    description: NVIDIA's MIG partition editor, whose v1 config format this module reads.
+    link: https://github.com/NVIDIA/mig-parted
+"""
+
+EXAMPLES = r"""
+---
+- name: Apply a shipped named config
+  gpuops.nvidia.mig_config:
+    config_name: all-balanced
+
+- name: Rehearse an inline config; show the plan and the per-GPU diff
+  gpuops.nvidia.mig_config:
+    config_name: mixed
+    config:
+      version: v1
+      mig-configs:
+        mixed:
+          - devices: [0, 1]
+            mig-enabled: true
+            mig-devices: {"1g.5gb": 2, "2g.10gb": 1, "3g.20gb": 1}
+          - devices: [2, 3]
+            mig-enabled: false
+  check_mode: true
+  diff: true
+  register: rehearsal
+
+- name: Apply a config file that lives on the GPU node, accepting a pending mode change
+  gpuops.nvidia.mig_config:
+    config_file: /etc/nvidia-mig-manager/config.yaml
+    remote_src: true
+    config_name: all-1g.10gb
+    allow_pending: true
+  register: mig
+
+- name: Reboot when a reset could not apply the mode
+  ansible.builtin.reboot:
+  when: mig.reboot_required
+"""
+
+RETURN = r"""
+config_name:
+  description: The named config applied.
+  returned: success
+  type: str
+  sample: all-balanced
+config_source:
+  description: Where the document came from (set by the action plugin).
+  returned: when read on the controller
+  type: str
+  sample: /home/me/collections/ansible_collections/gpuops/nvidia/files/mig-configs/default.yaml
+plan:
+  description:
+    - What was (or in check mode would be) done, per GPU, as data.
+    - Each GPU has C(targeted), C(entry) (the index of the deciding entry), C(mig_enabled), C(mig_devices) (wanted
+      profile counts, as this GPU names them), C(set_mode), C(mode_change), C(keep), C(destroy), C(create) (with
+      placements), C(add_compute_instance), C(relayout), C(warnings), and C(before) / C(after) layouts.
+  returned: always
+  type: dict
+  sample:
+    config: all-balanced
+    changed: true
+    unmatched_gpus: []
+    gpus:
+      - index: 0
+        targeted: true
+        changed: true
+        keep: []
+        destroy: [{gi_id: 0, profile: 7g.40gb, profile_id: 0, placement: {start: 0, size: 8}}]
+        create: [{profile: 3g.20gb, profile_id: 9, placement: {start: 4, size: 4}}]
+changed_gpus:
+  description: The GPUs that were changed.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{index: 0, uuid: GPU-52fe4e59-f210-9afd-bbe8-90a37b31eb1c}]
+mig_devices:
+  description: The MIG devices of every GPU afterwards (the current ones in check mode).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - index: 0
+      uuid: GPU-52fe4e59-f210-9afd-bbe8-90a37b31eb1c
+      mig_enabled: true
+      devices: [{uuid: MIG-0d5b3a4e-5c3f-5d7e-9f1a-2b3c4d5e6f70, profile: 1g.5gb, gi_id: 7, ci_id: 0, placement_start: 6}]
+modes:
+  description: Per GPU whose mode was set, the activation status NVML returned, whether a reset ran, and the mode read back.
+  returned: always
+  type: list
+  elements: dict
+reset_required:
+  description: A GPU's MIG mode change is still pending; a GPU reset is owed.
+  returned: always
+  type: bool
+reboot_required:
+  description: A reset was tried and the mode change is still pending; reboot the node (or free the GPU) and run again.
+  returned: always
+  type: bool
+failed_gpu:
+  description: On a failure during the apply, the GPU index, the step that failed, and that GPU's state read back from NVML.
+  returned: failure during apply
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.apply import (
+    DEFAULT_RESET_COMMAND, ApplyError, apply_plan, command_reset_runner, format_reset_command,
+)
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError, build_plan, select_entries
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import (
+    SpecError, load_spec_text, parse_devices_option, parse_spec,
+)
+from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import (
+    HAS_PYNVML, PYNVML_IMPORT_ERROR, NvmlCallError, NvmlUnavailable, open_nvml,
+)
+
+
+def load_document(params):
+    """The validated spec, from O(config) or a node-side O(config_file)."""
+    if params["config"] is not None:
+        if isinstance(params["config"], str):
+            return load_spec_text(params["config"], "config")
+        return parse_spec(params["config"])
+    if params["config_file"]:
+        try:
+            with open(params["config_file"], "r") as handle:
+                text = handle.read()
+        except (IOError, OSError) as exc:
+            raise SpecError("config_file: cannot read %s: %s" % (params["config_file"], exc))
+        return load_spec_text(text, "config_file %s" % params["config_file"])
+    raise SpecError("config or config_file is required (the action plugin supplies the default named configs)")
+
+
+def mig_devices(gpus):
+    return [
+        {
+            "index": gpu.index,
+            "uuid": gpu.uuid,
+            "mig_enabled": gpu.mig_current,
+            "devices": [
+                {"uuid": d.uuid, "profile": d.profile, "gi_id": gi.gi_id, "ci_id": d.ci_id, "placement_start": gi.placement.start}
+                for gi in gpu.instances for d in gi.devices
+            ],
+        }
+        for gpu in gpus
+    ]
+
+
+def run(module, nvml, spec):
+    params = module.params
+    try:
+        name, entries = spec.select(params["config_name"])
+        devices = parse_devices_option(params["devices"])
+    except SpecError as exc:
+        module.fail_json(msg=str(exc))
+    gpus = nvml.read_node().gpus
+    if gpus:
+        try:
+            format_reset_command(params["reset_command"], gpus[0])
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+    try:
+        plan = build_plan(name, entries, gpus, devices=devices, unmatched_gpus=params["unmatched_gpus"])
+    except PlanError as exc:
+        module.fail_json(msg="config %r cannot be applied; nothing was changed: %s" % (name, exc), problems=exc.problems)
+    for warning in plan.warnings:
+        module.warn(warning)
+    result = {"changed": plan.changed, "config_name": name, "plan": plan.to_dict(), "changed_gpus": [], "modes": [],
+              "reset_required": False, "reboot_required": False}
+    if module._diff:
+        result["diff"] = plan.diff()
+    if module.check_mode or not plan.changed:
+        result["changed_gpus"] = [{"index": g.index, "uuid": g.uuid} for g in plan.gpus if g.changed]
+        result["mig_devices"] = mig_devices(gpus)
+        module.exit_json(**result)
+
+    reset = command_reset_runner(module.run_command, params["reset_command"]) if params["reset"] else None
+    scope = [g for g in gpus if devices is None or g.index in devices]
+    try:
+        applied = apply_plan(nvml, plan, select_entries(entries, scope), reset=reset, allow_pending=params["allow_pending"])
+    except ApplyError as exc:
+        partial = exc.result
+        module.fail_json(
+            msg=str(exc),
+            failed_gpu={"index": exc.index, "step": exc.step, "state": exc.state},
+            changed=bool(partial and partial.changed_gpus),
+            changed_gpus=partial.changed_gpus if partial else [],
+            modes=[m.to_dict() for m in partial.modes] if partial else [],
+            plan=result["plan"],
+        )
+    for message in applied.messages:
+        module.warn(message)
+    result.update(
+        changed_gpus=applied.changed_gpus,
+        modes=[m.to_dict() for m in applied.modes],
+        reset_required=applied.reset_required,
+        reboot_required=applied.reboot_required,
+        mig_devices=mig_devices(nvml.read_node().gpus),
+    )
+    module.exit_json(**result)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "config": {"type": "raw"},
+            "config_file": {"type": "path"},
+            "remote_src": {"type": "bool", "default": False},
+            "config_name": {"type": "str"},
+            "devices": {"type": "raw", "default": "all"},
+            "unmatched_gpus": {"type": "str", "default": "leave", "choices": ["leave", "fail"]},
+            "allow_pending": {"type": "bool", "default": False},
+            "reset": {"type": "bool", "default": True},
+            "reset_command": {"type": "list", "elements": "str", "default": list(DEFAULT_RESET_COMMAND)},
+        },
+        mutually_exclusive=[("config", "config_file")],
+        supports_check_mode=True,
+    )
+    try:
+        spec = load_document(module.params)
+    except SpecError as exc:
+        module.fail_json(msg=str(exc))
+    if not HAS_PYNVML:
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=str(PYNVML_IMPORT_ERROR))
+    try:
+        nvml = open_nvml()
+    except (NvmlUnavailable, NvmlCallError) as exc:
+        module.fail_json(msg="cannot open NVML: %s" % exc)
+    try:
+        run(module, nvml, spec)
+    except NvmlCallError as exc:
+        module.fail_json(msg="reading the GPUs through NVML failed: %s" % exc)
+    finally:
+        nvml.close()
+
+
+if __name__ == "__main__":
+    main()
