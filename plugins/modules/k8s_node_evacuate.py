@@ -162,7 +162,12 @@ blocked:
   returned: always
   type: list
   elements: dict
-  sample: [{"namespace": "ml", "name": "serve-0", "uid": "77aa1b2c-3d4e-4f5a-b6c7-d8e9f0a1b2c3", "pdbs": ["serve"], "message": "Cannot evict pod as it would violate the pod's disruption budget."}]
+  sample:
+    - namespace: ml
+      name: serve-0
+      uid: 77aa1b2c-3d4e-4f5a-b6c7-d8e9f0a1b2c3
+      pdbs: [serve]
+      message: Cannot evict pod as it would violate the pod's disruption budget.
 remaining:
   description: Selected pods still on the node at the end (empty on success).
   returned: always

@@ -118,7 +118,8 @@ EXAMPLES = r"""
     jmespath:
       - expression: "status.nodeInfo.kubeletVersion"
         equals: v1.30.2
-      - expression: "spec.taints[?key=='gpuops.io/mig-reconfigure'] | length(@) == `0`"
+      - expression: "spec.taints[?key=='gpuops.io/mig-reconfigure']"
+        truthy: false
 """
 
 RETURN = r"""

@@ -179,7 +179,14 @@ def evaluate(node: Mapping[str, Any] | None, conditions: NodeConditions) -> list
         results.append({"condition": "unschedulable", "met": seen_cordon is conditions.unschedulable, "expected": conditions.unschedulable,
                         "observed": seen_cordon})
     for entry in conditions.expressions:
-        seen = entry["compiled"].search(dict(node))
+        try:
+            seen = entry["compiled"].search(dict(node))
+        except jmespath.exceptions.JMESPathError as error:
+            # A type error on this node (say, length() of a missing list) is an unmet condition.
+            results.append({"condition": "jmespath[{0}]".format(entry["expression"]), "met": False,
+                            "expected": entry["equals"] if entry["mode"] == "equals" else "({0})".format(entry["mode"]),
+                            "observed": "JMESPath error: {0}".format(error)})
+            continue
         if entry["mode"] == "equals":
             met = seen == entry["equals"]
             expected: Any = entry["equals"]

@@ -41,7 +41,7 @@ def key_problem(key: Any) -> str | None:
     """Why ``key`` is not a valid label, annotation or taint key, or None if it is."""
     if not isinstance(key, str) or not key:
         return "must be a non-empty string"
-    prefix, _, name = key.rpartition("/")
+    prefix, name = key.rpartition("/")[0::2]
     if "/" in key:
         if not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
             return "prefix {0!r} must be a DNS subdomain of at most 253 characters".format(prefix)
@@ -349,4 +349,3 @@ def change_node(
             raise K8sError("node {0!r} not found".format(name), status=404) from None
         raise
     return NodeChange(copy.deepcopy(first), after, last_patch[0], conflicts[0])
-

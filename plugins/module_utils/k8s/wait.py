@@ -152,7 +152,7 @@ def wait_until(
         if deadline.expired():
             # One last list so that the caller reports what is true now, not a stale copy.
             try:
-                items, _ = retry.run(source.list, deadline, "listing " + source.describe())
+                items = retry.run(source.list, deadline, "listing " + source.describe())[0]
             except K8sError:
                 return WaitResult(False, objects, lists, watches, watch_failures)
             lists += 1

@@ -120,3 +120,10 @@ def test_node_summary():
     assert summary["taints"] == [{"key": "k", "effect": "NoSchedule"}]
     assert summary["unschedulable"] is False
     assert node_summary(None) == {}
+
+
+def test_jmespath_runtime_type_error_is_an_unmet_condition():
+    node = make_node()
+    results = evaluate(node, NodeConditions(jmespath_conditions=[{"expression": "length(spec.taints)", "equals": 0}]))
+    assert results[0]["met"] is False
+    assert results[0]["observed"].startswith("JMESPath error:")
