@@ -50,13 +50,17 @@ def _read_raw(path: str) -> bytes:
         return handle.read()
 
 
-def _write(path: str, state: State) -> None:
+def _encode(state: State) -> bytes:
+    # Compact on purpose: the C encoder only runs without indent, and `nvml show` is for humans.
+    return json.dumps(state, separators=(",", ":")).encode()
+
+
+def _write(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".nvml-state.", dir=directory)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle, indent=1)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -89,10 +93,10 @@ class StateFile:
         with _locked(self.path, exclusive=True):
             raw = _read_raw(self.path)
             state = json.loads(raw)
-            before = json.dumps(state, sort_keys=True)
             yield state
-            if json.dumps(state, sort_keys=True) != before:
-                _write(self.path, state)
+            data = _encode(state)
+            if data != raw:
+                _write(self.path, data)
 
 
 def read_state(path: str | os.PathLike[str]) -> State:
@@ -156,7 +160,7 @@ def init_node(path: str | os.PathLike[str], model: str | GpuModel, count: int, m
     state = build_state(gpu_model, count, mig_enabled, node_name, reset_policy, driver_version, cuda_version)
     target = os.fspath(path)
     with _locked(target, exclusive=True):
-        _write(target, state)
+        _write(target, _encode(state))
     return state
 
 
