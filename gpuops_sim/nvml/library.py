@@ -186,7 +186,7 @@ class _Call:
 
     def device(self, handle: Any) -> tuple[dict[str, Any], tuple[dict, dict] | None]:
         """(gpu, None) for a GPU handle, (parent gpu, (gi, ci)) for a MIG device handle."""
-        kind, _ = self._decode(handle)
+        kind, _payload = self._decode(handle)
         if kind == KIND_MIG_DEVICE:
             gpu, gi, ci = self.mig_device(handle)
             return gpu, (gi, ci)
@@ -517,7 +517,7 @@ def _memory(call: _Call, device: Any) -> tuple[int, int]:
     model = _model(gpu)
     if mig_device is None:
         return model.memory_total_mib * MIB, _used_memory_mib(call.state, mig.device_uuids(gpu)) * MIB
-    gi, _ = mig_device
+    gi, _ci = mig_device
     uuids = {ci["uuid"] for ci in gi["compute_instances"]}
     return mig.gi_profile_of(model, gi).memory_mib * MIB, _used_memory_mib(call.state, uuids) * MIB
 
@@ -539,7 +539,7 @@ def nvmlDeviceGetMemoryInfo_v2(call: _Call, device: Any, memory: Any) -> None:
 
 @_symbol()
 def nvmlDeviceGetPciInfo_v3(call: _Call, device: Any, pci: Any) -> None:
-    gpu, _ = call.device(device)
+    gpu, _mig_device = call.device(device)
     model = _model(gpu)
     domain, bus, dev, function = parse_bus_id(gpu["pci_bus_id"])  # type: ignore[misc]
     info = _struct(pci, pynvml.nvmlPciInfo_t)
@@ -552,13 +552,13 @@ def nvmlDeviceGetPciInfo_v3(call: _Call, device: Any, pci: Any) -> None:
 
 @_symbol()
 def nvmlDeviceGetArchitecture(call: _Call, device: Any, arch: Any) -> None:
-    gpu, _ = call.device(device)
+    gpu, _mig_device = call.device(device)
     _set_uint(arch, _model(gpu).architecture)
 
 
 @_symbol()
 def nvmlDeviceGetCudaComputeCapability(call: _Call, device: Any, major: Any, minor: Any) -> None:
-    gpu, _ = call.device(device)
+    gpu, _mig_device = call.device(device)
     cc_major, cc_minor = _model(gpu).cuda_compute_capability
     _set_int(major, cc_major)
     _set_int(minor, cc_minor)
@@ -624,13 +624,13 @@ def nvmlDeviceGetMaxMigDeviceCount(call: _Call, device: Any, count: Any) -> None
 
 @_symbol()
 def nvmlDeviceIsMigDeviceHandle(call: _Call, device: Any, is_mig: Any) -> None:
-    _, mig_device = call.device(device)
+    _gpu, mig_device = call.device(device)
     _set_uint(is_mig, int(mig_device is not None))
 
 
 @_symbol()
 def nvmlDeviceGetGpuInstanceId(call: _Call, device: Any, gi_id: Any) -> None:
-    _, mig_device = call.device(device)
+    _gpu, mig_device = call.device(device)
     if mig_device is None:
         raise NvmlError(errors.NOT_SUPPORTED, "not a MIG device handle")
     _set_uint(gi_id, mig_device[0]["id"])
@@ -638,7 +638,7 @@ def nvmlDeviceGetGpuInstanceId(call: _Call, device: Any, gi_id: Any) -> None:
 
 @_symbol()
 def nvmlDeviceGetComputeInstanceId(call: _Call, device: Any, ci_id: Any) -> None:
-    _, mig_device = call.device(device)
+    _gpu, mig_device = call.device(device)
     if mig_device is None:
         raise NvmlError(errors.NOT_SUPPORTED, "not a MIG device handle")
     _set_uint(ci_id, mig_device[1]["id"])
@@ -659,7 +659,7 @@ def nvmlDeviceGetMigDeviceHandleByIndex(call: _Call, device: Any, index: Any, mi
 
 @_symbol()
 def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(call: _Call, mig_device: Any, device: Any) -> None:
-    gpu, _, _ = call.mig_device(mig_device)
+    gpu, _gi, _ci = call.mig_device(mig_device)
     _set_handle(device, _gpu_handle(gpu))
 
 
@@ -863,7 +863,7 @@ def nvmlGpuInstanceCreateComputeInstanceWithPlacement(call: _Call, gpu_instance:
 
 @_symbol(mutates=True)
 def nvmlComputeInstanceDestroy(call: _Call, compute_instance: Any) -> None:
-    _, gi, ci = call.compute_instance(compute_instance)
+    _gpu, gi, ci = call.compute_instance(compute_instance)
     mig.destroy_compute_instance(call.state, gi, ci)
 
 
@@ -878,7 +878,7 @@ def nvmlGpuInstanceGetComputeInstances(call: _Call, gpu_instance: Any, profile_i
 
 @_symbol()
 def nvmlGpuInstanceGetComputeInstanceById(call: _Call, gpu_instance: Any, ci_id: Any, compute_instance: Any) -> None:
-    _, gi = call.gpu_instance(gpu_instance)
+    _gpu, gi = call.gpu_instance(gpu_instance)
     wanted = _int(ci_id)
     for ci in gi["compute_instances"]:
         if ci["id"] == wanted:

@@ -31,11 +31,11 @@ def test_two_processes_filling_the_same_gpu_share_it_exactly(tmp_path):
     sim.init_node(path, "NVIDIA A100-SXM4-40GB", 2, mig_enabled=True)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    workers = [context.Process(target=_fill_with_1g, args=(path, 0, queue)) for _ in range(2)]
+    workers = [context.Process(target=_fill_with_1g, args=(path, 0, queue)) for _attempt in range(2)]
     workers += [context.Process(target=_fill_with_1g, args=(path, 1, queue))]
     for worker in workers:
         worker.start()
-    counts = [queue.get(timeout=60) for _ in workers]
+    counts = [queue.get(timeout=60) for _worker in workers]
     for worker in workers:
         worker.join(timeout=60)
         assert worker.exitcode == 0

@@ -103,7 +103,7 @@ def test_running_processes_two_phase_protocol(simulated_node):
     parent = pynvml.nvmlDeviceGetHandleByIndex(0)
     assert pynvml.nvmlDeviceGetComputeRunningProcesses(parent) == []
     devices = []
-    for _ in range(2):
+    for _attempt in range(2):
         gi = pynvml.nvmlDeviceCreateGpuInstance(parent, 14)
         pynvml.nvmlGpuInstanceCreateComputeInstance(gi, 1)
     for index in range(2):

@@ -27,7 +27,7 @@ def test_fail_next_n_calls_then_recover(simulated_node):
     path = simulated_node("NVIDIA A100-SXM4-40GB", mig_enabled=True)
     sim.add_fault(path, "nvmlDeviceCreateGpuInstance", "INSUFFICIENT_RESOURCES", count=2)
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-    for _ in range(2):
+    for _attempt in range(2):
         with pytest.raises(pynvml.NVMLError_InsufficientResources):
             pynvml.nvmlDeviceCreateGpuInstance(handle, 0)
     pynvml.nvmlDeviceCreateGpuInstance(handle, 0)
@@ -38,7 +38,7 @@ def test_fault_limited_to_one_gpu_and_permanent_until_cleared(simulated_node):
     path = simulated_node("NVIDIA H100 80GB HBM3", count=2)
     sim.add_fault(path, "nvmlDeviceGetMigMode", "GPU_IS_LOST", count=0, gpu=1)
     assert pynvml.nvmlDeviceGetMigMode(pynvml.nvmlDeviceGetHandleByIndex(0)) == [0, 0]
-    for _ in range(3):
+    for _attempt in range(3):
         with pytest.raises(pynvml.NVMLError_GpuIsLost):
             pynvml.nvmlDeviceGetMigMode(pynvml.nvmlDeviceGetHandleByIndex(1))
     sim.clear_faults(path)
@@ -69,21 +69,21 @@ def test_bad_fault_arguments_are_rejected_by_name(tmp_path):
 
 def test_cli_init_models_show_fault_reset_reboot(tmp_path, capsys):
     path = str(tmp_path / "node.json")
-    code, out, _ = run_cli(capsys, "init", "--state", path, "--model", "a100", "--count", "2", "--node", "w1")
+    code, out, _unused = run_cli(capsys, "init", "--state", path, "--model", "a100", "--count", "2", "--node", "w1")
     assert code == 0 and "2 x NVIDIA A100-SXM4-40GB" in out
-    code, out, _ = run_cli(capsys, "models")
+    code, out, _unused = run_cli(capsys, "models")
     assert "0x233510DE  NVIDIA H200" in out and "Tesla T4" in out
-    code, out, _ = run_cli(capsys, "models", "--json")
+    code, out, _unused = run_cli(capsys, "models", "--json")
     assert {m["name"] for m in json.loads(out)} >= {"NVIDIA A30", "NVIDIA L4"}
-    code, out, _ = run_cli(capsys, "show", "--state", path)
+    code, out, _unused = run_cli(capsys, "show", "--state", path)
     shown = json.loads(out)
     assert shown["node"] == "w1" and shown["cuda_version"] == "12.4"
     assert [g["pci_device_id"] for g in shown["gpus"]] == ["0x20B010DE"] * 2
     assert sim.set_mig_mode(path, 0, 1) == 0
 
-    code, out, _ = run_cli(capsys, "fault", "--state", path, "--process", shown["gpus"][1]["uuid"], "--pid", "321")
+    code, out, _unused = run_cli(capsys, "fault", "--state", path, "--process", shown["gpus"][1]["uuid"], "--pid", "321")
     assert (code, out.strip()) == (0, "321")
-    code, _, err = run_cli(capsys, "reset", "--state", path, "--gpu", "1")
+    code, _unused, err = run_cli(capsys, "reset", "--state", path, "--gpu", "1")
     assert code == 255 and "In use by another client" in err
     run_cli(capsys, "fault", "--state", path, "--detach", "321")
     run_cli(capsys, "fault", "--state", path, "--client", "0", "--name", "nvidia-persistenced")
@@ -95,14 +95,14 @@ def test_cli_init_models_show_fault_reset_reboot(tmp_path, capsys):
     assert sim.show(path)["faults"] == [
         {"function": "nvmlDeviceGetCount_v2", "error": 10, "remaining": 3, "gpu": None}]
     run_cli(capsys, "fault", "--state", path, "--reset-policy", "reboot")
-    code, _, err = run_cli(capsys, "reset", "--state", path, "--gpu", "1")
+    code, _unused, err = run_cli(capsys, "reset", "--state", path, "--gpu", "1")
     assert code == 3 and "not supported" in err
     run_cli(capsys, "fault", "--state", path, "--clear")
     shown = sim.show(path)
     assert shown["faults"] == [] and shown["gpus"][0]["clients"] == [] and shown["reset_policy"] == "reboot"
-    code, _, _ = run_cli(capsys, "reboot", "--state", path)
+    code, _out, _err = run_cli(capsys, "reboot", "--state", path)
     assert code == 0 and sim.show(path)["boot_count"] == 1
-    code, _, err = run_cli(capsys, "fault", "--state", path, "--fail", "nvmlDeviceGetCount_v2")
+    code, _unused, err = run_cli(capsys, "fault", "--state", path, "--fail", "nvmlDeviceGetCount_v2")
     assert code == 1 and "--fail needs --error" in err
 
 

@@ -53,7 +53,7 @@ def test_each_profile_alone_up_to_its_count_then_insufficient_resources(simulate
     assert {name: info.instanceCount for name, info in found.items()} == EXPECTED_MAX[model]
     for name, info in found.items():
         assert pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, info.id) == info.instanceCount
-        created = [pynvml.nvmlDeviceCreateGpuInstance(handle, info.id) for _ in range(info.instanceCount)]
+        created = [pynvml.nvmlDeviceCreateGpuInstance(handle, info.id) for _attempt in range(info.instanceCount)]
         assert pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, info.id) == 0
         with pytest.raises(pynvml.NVMLError_InsufficientResources):
             pynvml.nvmlDeviceCreateGpuInstance(handle, info.id)
@@ -70,7 +70,7 @@ def test_all_balanced_layout_with_default_compute_instances(simulated_node, mode
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
     found = profiles(handle)
     for name, count in BALANCED[model].items():
-        for _ in range(count):
+        for _attempt in range(count):
             gi = pynvml.nvmlDeviceCreateGpuInstance(handle, found[name].id)
             default_ci(gi, found[name].sliceCount)
     shown = sim.show(path)["gpus"][0]
@@ -83,13 +83,13 @@ def test_all_balanced_layout_with_default_compute_instances(simulated_node, mode
     mig_names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i))
                  for i in range(sum(BALANCED[model].values()))]
     assert sorted(n.removeprefix(f"{model} MIG ") for n in mig_names) == sorted(
-        name for name, count in BALANCED[model].items() for _ in range(count))
+        name for name, count in BALANCED[model].items() for _attempt in range(count))
 
 
 def test_automatic_placement_follows_the_observed_driver_order(simulated_node):
     simulated_node("NVIDIA H100 80GB HBM3", mig_enabled=True)
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-    infos = [pynvml.nvmlGpuInstanceGetInfo(pynvml.nvmlDeviceCreateGpuInstance(handle, 19)) for _ in range(7)]
+    infos = [pynvml.nvmlGpuInstanceGetInfo(pynvml.nvmlDeviceCreateGpuInstance(handle, 19)) for _attempt in range(7)]
     assert [i.placement.start for i in infos] == [6, 4, 5, 0, 1, 2, 3]
     assert [i.id for i in infos] == [13, 11, 12, 7, 8, 9, 10]
 
@@ -153,7 +153,7 @@ def test_possible_placements_two_phase_and_insufficient_size(simulated_node):
 def test_get_gpu_instances_by_profile_and_by_id(simulated_node):
     simulated_node("NVIDIA A100-SXM4-40GB", mig_enabled=True)
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-    created = [pynvml.nvmlDeviceCreateGpuInstance(handle, 14) for _ in range(2)]
+    created = [pynvml.nvmlDeviceCreateGpuInstance(handle, 14) for _attempt in range(2)]
     count = ctypes.c_uint(3)
     array = (pynvml.c_nvmlGpuInstance_t * 3)()
     pynvml.nvmlDeviceGetGpuInstances(handle, 14, array, ctypes.byref(count))
@@ -196,7 +196,7 @@ def test_compute_instances_profiles_capacity_and_teardown_order(simulated_node):
         pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, 3, 0)
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
         pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, 0, 1)
-    cis = [pynvml.nvmlGpuInstanceCreateComputeInstance(gi, 0) for _ in range(3)]
+    cis = [pynvml.nvmlGpuInstanceCreateComputeInstance(gi, 0) for _attempt in range(3)]
     assert [pynvml.nvmlComputeInstanceGetInfo(ci).id for ci in cis] == [0, 1, 2]
     assert pynvml.nvmlGpuInstanceGetComputeInstanceRemainingCapacity(gi, 2) == 0
     with pytest.raises(pynvml.NVMLError_InsufficientResources):
