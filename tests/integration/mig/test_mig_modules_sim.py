@@ -1,0 +1,347 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""gpu_info, mig_config and mig_mode on the NVML simulator, in-process (see conftest.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import gpuops_sim.nvml
+import pytest
+from gpuops_sim.nvml.models import MODELS
+
+MIG_MODELS = [m for m in MODELS if m.mig_capable]
+A100 = "NVIDIA A100-SXM4-40GB"
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def doc(*entries, name="c"):
+    return {"version": "v1", "mig-configs": {name: list(entries)}}
+
+
+def enabled(mig_devices, **extra):
+    entry = {"devices": "all", "mig-enabled": True, "mig-devices": mig_devices}
+    entry.update(extra)
+    return entry
+
+
+def apply(node, config, **args):
+    args = dict({"config": config, "config_name": "c", "reset_command": node.reset_command}, **args)
+    if config is None:
+        del args["config"]
+    check = args.pop("check", False)
+    diff = args.pop("diff", False)
+    return node.run("mig_config", args, check=check, diff=diff)
+
+
+# --- gpu_info ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MIG_MODELS, ids=lambda m: m.name)
+def test_gpu_info_names_every_profile_like_the_hardware(node, model):
+    node.init(model.name, count=1, mig_enabled=True)
+    result = node.run("gpu_info", {})
+    gpu = result["gpus"][0]
+    assert gpu["pci_device_id"] == "0x%08X" % model.pci_device_id
+    assert gpu["mig"]["capable"] and gpu["mig"]["current"] and gpu["mig"]["pending"]
+    offered = {p["name"]: p for p in gpu["mig"]["profiles"]}
+    assert sorted(offered) == sorted(p.name for p in model.gi_profiles)
+    for profile in model.gi_profiles:
+        got = offered[profile.name]
+        assert got["id"] == profile.id and got["instance_count"] == profile.instance_count
+        assert [p["start"] for p in got["placements"]] == list(profile.placement_starts)
+        assert got["free"] == profile.instance_count or profile.name.endswith(("+me", "+me.all"))
+
+
+def test_gpu_info_contract_shape_with_instances_and_processes(node):
+    node.init(A100, count=1, mig_enabled=True)
+    apply(node, doc(enabled({"1g.5gb": 1})))
+    shown = node.show()["gpus"][0]
+    mig_uuid = shown["gpu_instances"][0]["compute_instances"][0]["device_uuid"]
+    gpuops_sim.nvml.attach_process(node.path, mig_uuid, 4242, 1024)
+    gpu = node.run("gpu_info", {})["gpus"][0]
+    assert set(gpu) >= {"index", "uuid", "name", "pci_device_id", "pci_subsystem_id", "pci_bus_id", "memory_total_mib", "mig", "processes"}
+    assert set(gpu["mig"]) >= {"capable", "current", "pending", "instances", "profiles"}
+    instance = gpu["mig"]["instances"][0]
+    assert set(instance) >= {"profile", "profile_id", "gi_id", "placement_start", "placement_size", "devices"}
+    assert instance["devices"][0]["uuid"] == mig_uuid and instance["devices"][0]["profile"] == "1g.5gb"
+    assert gpu["processes"] == [{"pid": 4242, "used_memory_mib": 1024, "gi_id": instance["gi_id"], "ci_id": 0}]
+    assert gpu["pci_bus_id"] == shown["pci_bus_id"] and gpu["uuid"] == shown["uuid"]
+
+
+def test_gpu_info_without_driver_returns_no_gpus(node, monkeypatch):
+    import pynvml
+
+    monkeypatch.delenv("GPUOPS_NVML_SIMULATOR")
+    monkeypatch.setattr(pynvml, "nvmlLib", None)
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/nonexistent")
+    result = node.run("gpu_info", {})
+    assert not result.get("failed") and result["gpus"] == [] and "NVML" in result["note"]
+
+
+def test_gpu_info_on_gpu_without_mig(node):
+    node.init("Tesla T4", count=1)
+    gpu = node.run("gpu_info", {})["gpus"][0]
+    assert gpu["mig"]["capable"] is False and gpu["mig"]["profiles"] == [] and gpu["mig"]["instances"] == []
+
+
+# --- mig_config: geometry tables ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model,profile", [(m, p) for m in MIG_MODELS for p in m.gi_profiles],
+                         ids=lambda v: getattr(v, "name", None))
+def test_every_profile_alone_up_to_its_maximum_then_idempotent(node, model, profile):
+    node.init(model.name, count=1, mig_enabled=True)
+    config = doc(enabled({profile.name: profile.instance_count}))
+    first = apply(node, config)
+    assert not first.get("failed"), first.get("msg")
+    assert first["changed"] and node.layout() == {profile.name: profile.instance_count}
+    assert len(first["mig_devices"][0]["devices"]) == profile.instance_count
+    before = node.path.read_bytes()
+    node.calls.clear()
+    second = apply(node, config)
+    assert second["changed"] is False and node.calls == [] and node.path.read_bytes() == before
+
+
+def balanced(model):
+    """2x1g + 1x2g + 1x3g on 7-slice parts, 2x1g + 1x2g on 4-slice parts (mig-parted's all-balanced)."""
+    by_slices = {}
+    for p in model.gi_profiles:
+        if "+" not in p.name and "-" not in p.name and p.slice_count not in by_slices:
+            by_slices[p.slice_count] = p.name
+    wanted = {by_slices[1]: 2, by_slices[2]: 1}
+    if 3 in by_slices:
+        wanted[by_slices[3]] = 1
+    return wanted
+
+
+@pytest.mark.parametrize("model", MIG_MODELS, ids=lambda m: m.name)
+def test_balanced_from_mig_disabled(node, model):
+    node.init(model.name, count=2, mig_enabled=False)
+    wanted = balanced(model)
+    result = apply(node, doc(enabled(wanted)), diff=True)
+    assert not result.get("failed"), result.get("msg")
+    assert [g["index"] for g in result["changed_gpus"]] == [0, 1]
+    assert node.layout(0) == dict(sorted(wanted.items())) and node.layout(1) == dict(sorted(wanted.items()))
+    assert result["reset_required"] is False and result["reboot_required"] is False
+    assert set(result["diff"]) == {"before", "after"}
+    node.calls.clear()
+    assert apply(node, doc(enabled(wanted)))["changed"] is False and node.calls == []
+
+
+# --- mig_config: minimal change -------------------------------------------------------------------
+
+
+def test_changes_only_the_delta_and_keeps_busy_instances(node):
+    node.init(A100, count=2, mig_enabled=True)
+    apply(node, doc(enabled({"1g.5gb": 7})))
+    gpu0 = node.show()["gpus"][0]
+    busy = gpu0["gpu_instances"][0]
+    gpuops_sim.nvml.attach_process(node.path, busy["compute_instances"][0]["device_uuid"], 777, 512)
+    untouched = node.show()["gpus"][1]
+    result = apply(node, doc(enabled({"1g.5gb": 3, "2g.10gb": 2}, devices=[0]), {"devices": [1], "mig-enabled": True,
+                                                                              "mig-devices": {"1g.5gb": 7}}))
+    assert not result.get("failed"), result.get("msg")
+    assert node.layout(0) == {"1g.5gb": 3, "2g.10gb": 2}
+    after0 = node.show()["gpus"][0]
+    assert busy["id"] in [gi["id"] for gi in after0["gpu_instances"]]
+    assert node.show()["gpus"][1] == untouched
+    assert [g["index"] for g in result["changed_gpus"]] == [0]
+    assert node.calls.count("nvmlGpuInstanceDestroy") == 4
+
+
+def test_check_mode_mutates_nothing(node):
+    node.init(A100, count=1, mig_enabled=False)
+    before = node.path.read_bytes()
+    result = apply(node, doc(enabled({"3g.20gb": 2})), check=True, diff=True)
+    assert result["changed"] and node.calls == [] and node.path.read_bytes() == before
+    key = next(iter(result["diff"]["after"]))
+    assert result["diff"]["after"][key]["layout"] == {"3g.20gb": {"count": 2, "placements": ["0:4", "4:4"]}}
+    assert result["plan"]["gpus"][0]["set_mode"] is True
+
+
+# --- mig_config: bad input, nothing changes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,fragment", [
+    ({"config": "version: v1\nmig-configs: [\n"}, "malformed YAML"),
+    ({"config": {"version": "v2", "mig-configs": {"c": [{"devices": "all", "mig-enabled": False}]}}}, "unknown version"),
+    ({"config": doc(enabled({"1g.5gb": -1}))}, "invalid count -1"),
+    ({"config": doc(enabled({"1g.5gb": 1})), "config_name": "nope"}, "unknown named config 'nope'"),
+    ({"config": doc(enabled({"1g.5gb": 1}, devices=[0, 5]))}, "GPU index 5 out of range"),
+    ({"config": doc(enabled({"1g.5gb": 1})), "devices": [3]}, "GPU index 3 out of range"),
+    ({"config": doc(enabled({"2g.20gb": 1}))}, "'2g.20gb' is not offered"),
+    ({"config": doc(enabled({"3g.20gb": 2, "1g.5gb": 1}))}, "no placement"),
+    ({"config": doc(enabled({"1g.5gb": 1}, foo=1))}, "unexpected field 'foo'"),
+    ({"config_file": "/nonexistent/mig.yaml", "config": None}, "cannot read"),
+    ({"config": doc(enabled({"1g.5gb": 1})), "reset_command": ["x", "{bogus}"]}, "reset_command"),
+])
+def test_bad_input_fails_clearly_and_changes_nothing(node, args, fragment):
+    node.init(A100, count=2, mig_enabled=True)
+    apply(node, doc(enabled({"7g.40gb": 1})))
+    before = node.path.read_bytes()
+    node.calls.clear()
+    result = apply(node, args.pop("config"), **args)
+    assert result["failed"] and fragment in result["msg"], result["msg"]
+    assert node.calls == [] and node.path.read_bytes() == before
+
+
+def test_in_use_instance_is_not_destroyed(node):
+    node.init(A100, count=1, mig_enabled=True)
+    apply(node, doc(enabled({"7g.40gb": 1})))
+    uuid = node.show()["gpus"][0]["gpu_instances"][0]["compute_instances"][0]["device_uuid"]
+    gpuops_sim.nvml.attach_process(node.path, uuid, 31337, 100)
+    before = node.path.read_bytes()
+    node.calls.clear()
+    result = apply(node, doc(enabled({"3g.20gb": 2})))
+    assert result["failed"] and "31337" in result["msg"] and node.calls == [] and node.path.read_bytes() == before
+
+
+def test_nvml_error_mid_apply_reports_gpu_step_and_state(node):
+    node.init(A100, count=2, mig_enabled=True)
+    gpuops_sim.nvml.add_fault(node.path, "nvmlDeviceCreateGpuInstanceWithPlacement", "INSUFFICIENT_RESOURCES", count=1, gpu=1)
+    result = apply(node, doc(enabled({"2g.10gb": 3})))
+    assert result["failed"] and "GPU 1" in result["msg"]
+    assert result["failed_gpu"]["index"] == 1 and result["failed_gpu"]["step"] == "change GPU instances"
+    assert result["failed_gpu"]["state"]["mig"]["current"] is True
+    assert [g["index"] for g in result["changed_gpus"]] == [0]
+    assert node.layout(0) == {"2g.10gb": 3}
+    retry = apply(node, doc(enabled({"2g.10gb": 3})))
+    assert not retry.get("failed") and [g["index"] for g in retry["changed_gpus"]] == [1]
+    assert node.layout(1) == {"2g.10gb": 3}
+
+
+# --- mig_config: mode changes and pending -------------------------------------------------------
+
+
+def test_pending_mode_fails_unless_allowed(node):
+    node.init(A100, count=1, mig_enabled=False)
+    gpuops_sim.nvml.add_client(node.path, 0, "nvidia-persistenced")
+    result = apply(node, doc(enabled({"1g.5gb": 1})))
+    assert result["failed"] and "pending" in result["msg"] and "Reboot" in result["msg"]
+    gpu = node.show()["gpus"][0]
+    assert gpu["mig"] == {"capable": True, "current": False, "pending": True}
+    allowed = apply(node, doc(enabled({"1g.5gb": 1})), allow_pending=True)
+    assert not allowed.get("failed") and allowed["reset_required"] and allowed["reboot_required"]
+    assert allowed["changed"] and node.layout() == {}
+
+
+def test_reset_applies_a_pending_mode_on_that_gpu_only(node, tmp_path):
+    node.init(A100, count=2, mig_enabled=False)
+    gpuops_sim.nvml.add_client(node.path, 0, "nvidia-persistenced")
+    script = tmp_path / "reset.py"
+    script.write_text(
+        "import sys, gpuops_sim.nvml as n\n"
+        "n.remove_client(sys.argv[1], int(sys.argv[2]))\n"
+        "print(n.reset_gpu(sys.argv[1], int(sys.argv[2])))\n"
+    )
+    result = apply(node, doc(enabled({"1g.5gb": 2}, devices=[0])), reset_command=[sys.executable, str(script), str(node.path), "{index}"])
+    assert not result.get("failed"), result["msg"]
+    mode = result["modes"][0]
+    assert mode["activation"] == "in use by another client" and mode["reset_attempted"] and mode["reset_succeeded"]
+    assert node.layout(0) == {"1g.5gb": 2}
+    assert node.show()["gpus"][1]["mig"]["current"] is False
+
+
+def test_disable_destroys_instances_first(node):
+    node.init(A100, count=1, mig_enabled=True)
+    apply(node, doc(enabled({"1g.5gb": 7})))
+    gpuops_sim.nvml.set_setting(node.path, "mig_disable_with_instances", "in_use")
+    result = apply(node, doc({"devices": "all", "mig-enabled": False}))
+    assert not result.get("failed"), result["msg"]
+    assert node.show()["gpus"][0]["mig"]["current"] is False
+
+
+def test_profiles_hidden_while_disabled_are_validated_after_enabling(node):
+    node.init(A100, count=1, mig_enabled=False)
+    gpuops_sim.nvml.set_setting(node.path, "profile_queries_need_mig", True)
+    result = apply(node, doc(enabled({"3g.20gb": 2})))
+    assert not result.get("failed"), result["msg"]
+    assert any("validated after enabling" in w for w in result["warnings"])
+    assert node.layout() == {"3g.20gb": 2}
+
+
+def test_alternative_profile_name_is_accepted_with_a_warning(node):
+    node.init("NVIDIA A100-SXM4-80GB", count=1, mig_enabled=True)
+    result = apply(node, doc(enabled({"7g.79gb": 1})))
+    assert not result.get("failed") and node.layout() == {"7g.80gb": 1}
+    assert any("7g.79gb" in w for w in result["warnings"])
+
+
+def test_unmatched_gpus_policy(node):
+    node.init(A100, count=2, mig_enabled=True)
+    config = doc(enabled({"1g.5gb": 1}, devices=[0]))
+    left = apply(node, config)
+    assert left["plan"]["unmatched_gpus"] == [1] and node.layout(1) == {}
+    node.calls.clear()
+    failed = apply(node, doc(enabled({"2g.10gb": 1}, devices=[0])), unmatched_gpus="fail")
+    assert failed["failed"] and "GPU 1" in failed["msg"] and node.calls == []
+
+
+# --- mig_mode -------------------------------------------------------------------------------------
+
+
+def mode(node, **args):
+    check = args.pop("check", False)
+    return node.run("mig_mode", dict({"reset_command": node.reset_command}, **args), check=check, diff=True)
+
+
+def test_mig_mode_enable_disable_idempotent(node):
+    node.init(A100, count=2)
+    result = mode(node, state="enabled", devices=[1])
+    assert result["changed"] and [g["index"] for g in result["gpus"]] == [1]
+    assert result["gpus"][0]["current"] and result["gpus"][0]["activation"] == "success"
+    assert [g["mig"]["current"] for g in node.show()["gpus"]] == [False, True]
+    node.calls.clear()
+    again = mode(node, state="enabled", devices=[1])
+    assert again["changed"] is False and node.calls == []
+
+
+def test_mig_mode_check_mode(node):
+    node.init(H100, count=1)
+    before = node.path.read_bytes()
+    result = mode(node, state="enabled", check=True)
+    assert result["changed"] and node.calls == [] and node.path.read_bytes() == before
+    assert result["diff"]["after"]["0"]["pending"] is True
+
+
+def test_mig_mode_disable_destroys_instances_only_where_mode_changes(node):
+    node.init(A100, count=2, mig_enabled=True)
+    apply(node, doc(enabled({"7g.40gb": 1})))
+    result = mode(node, state="disabled", devices=[0])
+    assert result["changed"] and node.layout(1) == {"7g.40gb": 1}
+    assert node.show()["gpus"][0]["mig"]["current"] is False
+
+
+def test_mig_mode_refuses_reset_with_processes_unless_forced(node):
+    node.init(A100, count=1)
+    gpuops_sim.nvml.attach_process(node.path, node.show()["gpus"][0]["uuid"], 555, 100)
+    result = mode(node, state="enabled")
+    assert result["reset_required"] and not result["gpus"][0]["reset_attempted"]
+    assert any("555" in w for w in result["warnings"])
+    forced = mode(node, state="enabled", force=True)
+    assert forced["gpus"][0]["reset_attempted"]
+
+
+def test_mig_mode_reports_reboot_when_reset_cannot_apply(node):
+    node.init(A100, count=1)
+    gpuops_sim.nvml.set_setting(node.path, "reset_policy", "reboot")
+    result = mode(node, state="enabled")
+    assert result["changed"] and result["reset_required"] and result["reboot_required"]
+    assert result["gpus"][0]["activation"] == "reset required"
+
+
+def test_mig_mode_bad_index_changes_nothing(node):
+    node.init(A100, count=1)
+    before = node.path.read_bytes()
+    result = mode(node, state="enabled", devices=[2])
+    assert result["failed"] and "out of range" in result["msg"] and node.calls == [] and node.path.read_bytes() == before
+
+
+def test_mig_mode_skips_gpus_without_mig(node):
+    node.init("Tesla T4", count=1)
+    result = mode(node, state="enabled")
+    assert result["changed"] is False and result["skipped_gpus"] == [0]
