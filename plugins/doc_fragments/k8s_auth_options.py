@@ -16,6 +16,7 @@ options:
       - Path to a kubeconfig file, or a kubeconfig as a dictionary.
       - If no O(kubeconfig), O(context) or O(host) with credentials is given, the in-cluster service account is tried, then
         the default kubeconfig (C(~/.kube/config), or the files named by the E(KUBECONFIG) environment variable).
+      - The tokens, passwords, client secrets and private keys of a kubeconfig dictionary are never logged.
       - Can also be set with the E(K8S_AUTH_KUBECONFIG) environment variable.
     type: raw
   context:

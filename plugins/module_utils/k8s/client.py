@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import re
 import time
 from typing import Any, Callable, Iterator, Mapping
 
@@ -42,8 +43,11 @@ except ImportError as import_error:  # pragma: no cover - depends on the host
 # Auth options, named as kubernetes.core names them. Environment fallbacks are resolved in
 # resolve_auth() so that an explicit parameter always wins and so that unit tests can inject
 # the environment.
+# kubeconfig is not no_log as a whole: Ansible would then mask every string of a kubeconfig
+# dictionary (cluster names, "v1") wherever it appears in the output. Its secrets are
+# registered one by one instead (kubeconfig_secrets()).
 AUTH_ARG_SPEC: dict[str, dict[str, Any]] = {
-    "kubeconfig": {"type": "raw", "no_log": True},
+    "kubeconfig": {"type": "raw"},
     "context": {"type": "str"},
     "host": {"type": "str"},
     "api_key": {"type": "str", "no_log": True},
@@ -169,6 +173,27 @@ def resolve_auth(params: Mapping[str, Any], environ: Mapping[str, str]) -> dict[
     if bool(auth.get("client_cert")) != bool(auth.get("client_key")):
         raise K8sError("client_cert and client_key must be given together")
     return auth
+
+
+_SECRET_KEY = re.compile(r"token|secret|password|key-data|^key$", re.IGNORECASE)
+
+
+def kubeconfig_secrets(kubeconfig: Any) -> list[str]:
+    """The secret strings of a kubeconfig dictionary (tokens, passwords, private keys)."""
+    found: list[str] = []
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, Mapping):
+            for child_key, child in node.items():
+                walk(child, str(child_key))
+        elif isinstance(node, list):
+            for child in node:
+                walk(child, key)
+        elif isinstance(node, str) and node and _SECRET_KEY.search(key):
+            found.append(node)
+
+    walk(kubeconfig)
+    return found
 
 
 def has_direct_credentials(auth: Mapping[str, Any]) -> bool:

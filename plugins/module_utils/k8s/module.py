@@ -22,6 +22,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
     K8sError,
     KubeClient,
     create_client,
+    kubeconfig_secrets,
 )
 
 
@@ -35,6 +36,8 @@ def run(module: AnsibleModule, action: Callable[[KubeClient], dict[str, Any]]) -
     """Build the client, run ``action`` with it and exit with its result (or its failure)."""
     if not HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+    for secret in kubeconfig_secrets(module.params.get("kubeconfig")):
+        module.no_log_values.add(secret)
     try:
         client = create_client(module.params)
         result = action(client)

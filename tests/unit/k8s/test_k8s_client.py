@@ -19,6 +19,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
     describe_error,
     has_direct_credentials,
     is_retryable,
+    kubeconfig_secrets,
     redacted_auth,
     resolve_auth,
     retry_after_seconds,
@@ -200,3 +201,19 @@ def test_permanent_errors_fail_at_once(clock):
         policy.run(operation, policy.deadline(60), "patching")
     assert not isinstance(raised.value, RetriesExhausted)
     assert len(calls) == 1 and clock.sleeps == []
+
+
+def test_kubeconfig_secrets_are_the_credentials_only():
+    kubeconfig = {
+        "clusters": [{"name": "c", "cluster": {"server": "https://k", "certificate-authority-data": "Q0E="}}],
+        "users": [
+            {"name": "u1", "user": {"token": "tok-1", "client-certificate-data": "Y2VydA==", "client-key-data": "a2V5"}},
+            {"name": "u2", "user": {"username": "admin", "password": "pw"}},
+            {"name": "u3", "user": {"auth-provider": {"config": {"id-token": "idt", "refresh-token": "rt", "client-secret": "cs",
+                                                                  "idp-issuer-url": "https://idp"}}}},
+            {"name": "u4", "user": {"exec": {"command": "aws", "env": [{"name": "AWS_PROFILE", "value": "p"}]}}},
+        ],
+    }
+    assert sorted(kubeconfig_secrets(kubeconfig)) == sorted(["tok-1", "a2V5", "pw", "idt", "rt", "cs"])
+    assert kubeconfig_secrets("/path/to/kubeconfig") == []
+    assert kubeconfig_secrets(None) == []
