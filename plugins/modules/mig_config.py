@@ -61,7 +61,7 @@ options:
     description:
       - What to do with a selected GPU that no entry of the config matches (for example a config whose entries filter on
         another GPU model).
-      - V(leave) leaves it untouched and lists it in RV(plan.unmatched_gpus); V(fail) fails before changing anything.
+      - V(leave) leaves it untouched and lists it in the C(unmatched_gpus) of RV(plan); V(fail) fails before changing anything.
     type: str
     choices: [leave, fail]
     default: leave

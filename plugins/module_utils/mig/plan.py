@@ -29,7 +29,8 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.naming import pa
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import ConfigEntry
 
 # A renamed profile (7g.79gb -> 7g.80gb, 1g.24gb -> 1g.23gb) differs by driver memory accounting
-# only: accept the nearest profile of the same shape within this share of the requested size.
+# only: accept the nearest profile of the same shape within this share of the larger size. Another
+# model's profile (1g.6gb on a 1g.5gb part) is further apart and stays unknown.
 ALTERNATIVE_NAME_TOLERANCE = 0.05
 
 
@@ -211,7 +212,8 @@ def resolve_profile(gpu: Gpu, requested: str) -> Tuple[Optional[GpuProfile], Opt
         same_shape.sort(key=lambda item: item[0])
         distance, nearest = same_shape[0]
         unique = len(same_shape) == 1 or same_shape[1][0] != distance
-        if unique and distance <= max(1.0, ALTERNATIVE_NAME_TOLERANCE * wanted.gb):
+        nearest_gb = parse_profile(nearest.name).gb
+        if unique and distance <= ALTERNATIVE_NAME_TOLERANCE * max(wanted.gb, nearest_gb):
             return nearest, (
                 "GPU %d (%s): profile %r is not offered; using %r, the same slices and kind named from this driver's memory accounting"
                 % (gpu.index, gpu.name, requested, nearest.name)

@@ -144,6 +144,8 @@ def test_alternative_name_must_have_same_kind_and_be_close():
     assert profile.id == 20 and note is None
     assert resolve_profile(g, "7g.40gb")[0] is None
     assert resolve_profile(g, "7g.80gb+me")[0] is None
+    assert resolve_profile(gpu(A100), "1g.6gb")[0] is None  # the A30's profile, not a rename
+    assert resolve_profile(gpu(A100), "7g.41gb")[0].name == "7g.40gb"
 
 
 def test_compute_instance_profiles_refused():
