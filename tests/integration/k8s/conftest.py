@@ -83,12 +83,11 @@ class KubeEnv:
         if unschedulable:
             body["spec"]["unschedulable"] = True
         created = self.api_client.sanitize_for_serialization(self.core.create_node(body))
-        if allocatable or True:
-            # Status is a subresource on a real server; write it there too so both behaviours work.
-            try:
-                self.core.patch_node_status(name, {"status": body["status"]})
-            except Exception:  # noqa: BLE001 - an emulator that stores status on create is fine too
-                pass
+        # Status is a subresource on a real server; write it there too so both behaviours work.
+        try:
+            self.core.patch_node_status(name, {"status": body["status"]})
+        except Exception:  # noqa: BLE001 - an emulator that stores status on create is fine too
+            pass
         return created
 
     def pod(self, name: str, namespace: str = "default", node: str = "gpu-node-1", gpus: dict[str, str] | None = None,

@@ -188,8 +188,7 @@ class FakeKube:
         self.calls.append(("watch", kind, resource_version, timeout_seconds))
         self._fail("watch")
         events = self.watch_events.pop(0) if self.watch_events else []
-        for event in events:
-            yield event
+        yield from events
         # A watch that delivered nothing lasts its whole timeout.
         if not events:
             self.clock.sleep(timeout_seconds)

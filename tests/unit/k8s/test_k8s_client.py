@@ -175,14 +175,14 @@ def test_backoff_is_capped(clock):
 
 def test_retry_after_is_honoured(clock):
     policy = RetryPolicy(initial_delay=0.1, sleep=clock.sleep, clock=clock)
-    operation, _ = flaky([api_error(429, headers={"Retry-After": "5"})])
+    operation = flaky([api_error(429, headers={"Retry-After": "5"})])[0]
     policy.run(operation, policy.deadline(60), "evicting")
     assert clock.sleeps == [5.0]
 
 
 def test_waits_never_pass_the_deadline_and_give_up_with_a_clear_message(clock):
     policy = RetryPolicy(initial_delay=4, max_delay=4, sleep=clock.sleep, clock=clock)
-    errors = [api_error(500, "etcd is sad", "InternalError") for _ in range(10)]
+    errors = [api_error(500, "etcd is sad", "InternalError")] * 10
     operation, calls = flaky(errors)
     with pytest.raises(RetriesExhausted) as raised:
         policy.run(operation, policy.deadline(10), "updating node n1")
@@ -209,8 +209,8 @@ def test_kubeconfig_secrets_are_the_credentials_only():
         "users": [
             {"name": "u1", "user": {"token": "tok-1", "client-certificate-data": "Y2VydA==", "client-key-data": "a2V5"}},
             {"name": "u2", "user": {"username": "admin", "password": "pw"}},
-            {"name": "u3", "user": {"auth-provider": {"config": {"id-token": "idt", "refresh-token": "rt", "client-secret": "cs",
-                                                                  "idp-issuer-url": "https://idp"}}}},
+            {"name": "u3", "user": {"auth-provider": {"config": {
+                "id-token": "idt", "refresh-token": "rt", "client-secret": "cs", "idp-issuer-url": "https://idp"}}}},
             {"name": "u4", "user": {"exec": {"command": "aws", "env": [{"name": "AWS_PROFILE", "value": "p"}]}}},
         ],
     }

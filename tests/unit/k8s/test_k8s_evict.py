@@ -78,7 +78,7 @@ def test_devices_scope_with_mig_parents():
 
 def test_devices_scope_reads_the_named_annotation():
     pod = make_pod("a", gpus=GPU, annotations={"example.com/devs": "GPU-1"})
-    targets, _ = select_pods([pod], "devices", ["GPU-1"], "example.com/devs")
+    targets = select_pods([pod], "devices", ["GPU-1"], "example.com/devs")[0]
     assert names(targets) == ["a"]
 
 

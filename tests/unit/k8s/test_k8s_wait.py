@@ -35,10 +35,10 @@ class ScriptedSource:
     def watch(self, resource_version, timeout_seconds):
         self.watch_calls.append((resource_version, timeout_seconds))
         script = self.watches.pop(0) if self.watches else []
-        if isinstance(script, BaseException):
-            raise script
-        for event in script:
-            yield event
+        failure = script if isinstance(script, BaseException) else None
+        if failure is not None:
+            raise failure
+        yield from script
         if not script:
             self.clock.sleep(timeout_seconds)
 
@@ -116,7 +116,7 @@ def test_watch_windows_are_bounded(clock):
     retry = RetryPolicy(sleep=clock.sleep, clock=clock)
     source = ScriptedSource(clock, [[obj("a")]], [])
     wait_until(source, gone("a"), retry.deadline(150), retry, 1, watch_window=60)
-    assert [timeout for _, timeout in source.watch_calls][:2] == [60, 60]
+    assert [call[1] for call in source.watch_calls][:2] == [60, 60]
 
 
 def test_apply_event():
