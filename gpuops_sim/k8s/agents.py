@@ -35,6 +35,8 @@ USED_MEMORY_ANNOTATION = "gpuops.io/sim-used-memory-mib"
 REVISION_LABEL = "controller-revision-hash"
 DEFAULT_USED_MEMORY_MIB = 512
 DCGM_CLIENT = "nv-hostengine (dcgm-exporter)"
+# Like kube-scheduler's percentageOfNodesToScore: stop scanning once this many nodes fit.
+FEASIBLE_NODES_TO_SCORE = 50
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 Obj = dict[str, Any]
@@ -296,6 +298,8 @@ class Agents:
         self.pdbs: dict[tuple[str, str], Obj] = {}
         self.pods: dict[tuple[str, str], Obj] = {}
         self.ds_pods: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}  # ds key → node → pod key
+        self.ds_wanted: dict[tuple[str, str], set[str]] = {}  # ds key → nodes it selects
+        self._rotation = 0  # where the scheduler starts scanning nodes
         self.daemons: dict[tuple[str, str], Daemon] = {}
         self.workloads: dict[tuple[str, str], WorkloadPod] = {}
         self.pending: set[tuple[str, str]] = set()
@@ -389,6 +393,10 @@ class Agents:
                     self._safe_delete("pods", *key)
             for by_node in self.ds_pods.values():
                 by_node.pop(name, None)
+            for ds_key, selected in self.ds_wanted.items():
+                if name in selected:
+                    selected.discard(name)
+                    self._mark("ds", ds_key)
             return
         state = self.nodes.get(name)
         old = state.node if state else None
@@ -416,6 +424,7 @@ class Agents:
         key = _key(ds)
         if event_type == "DELETED":
             self.daemonsets.pop(key, None)
+            self.ds_wanted.pop(key, None)
             for pod_key in list(self.ds_pods.pop(key, {}).values()):
                 self._safe_delete("pods", *pod_key)
             return
@@ -432,6 +441,10 @@ class Agents:
             return
         template = (ds.get("spec") or {}).get("template") or {}
         wanted = daemon_pod_fits(template.get("spec") or {}, state.node)
+        selected = self.ds_wanted.setdefault(ds_key, set())
+        if wanted != (node_name in selected):
+            (selected.add if wanted else selected.discard)(node_name)
+            self._mark("ds", ds_key)
         by_node = self.ds_pods.setdefault(ds_key, {})
         pod_key = by_node.get(node_name)
         revision = template_hash(template)
@@ -480,7 +493,7 @@ class Agents:
         pods = [self.pods.get(k) for k in self.ds_pods.get(ds_key, {}).values()]
         pods = [p for p in pods if p is not None]
         ready = sum(1 for p in pods if _pod_ready(p))
-        desired = sum(1 for s in self.nodes.values() if daemon_pod_fits(template.get("spec") or {}, s.node))
+        desired = len(self.ds_wanted.get(ds_key, ()))
         status = {
             "desiredNumberScheduled": desired,
             "currentNumberScheduled": len(pods),
@@ -734,14 +747,26 @@ class Agents:
         best = None
         reasons: dict[str, int] = {}
         requests = pod_requests(spec)
-        for state in self.nodes.values():
+        states = list(self.nodes.values())
+        start = self._rotation % len(states) if states else 0
+        feasible = 0
+        for state in states[start:] + states[:start]:
+            if feasible >= FEASIBLE_NODES_TO_SCORE:
+                break
             free = {name: self._free(state, name) for name in requests}
+            short = [name for name, count in requests.items() if free[name] < count]
+            if short:  # the common miss, decided without the full filter chain
+                for name in short:
+                    reason = f"Insufficient {name}"
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                continue
             pods_free = int(str(_allocatable(state.node).get("pods", "110"))) - len(state.pods)
             blockers = schedule_blockers(spec, state.node, free, pods_free)
             if blockers:
                 for reason in blockers:
                     reasons[reason] = reasons.get(reason, 0) + 1
                 continue
+            feasible += 1
             score = (-sum(free.values()), state.name)  # least allocated first, then by name
             if best is None or score < best[0]:
                 best = (score, state)
@@ -757,6 +782,7 @@ class Agents:
                                  subresource="status")
             return
         self.pending.discard(key)
+        self._rotation += 1
         node_name = best[1].name
         bound = self._safe_patch("pods", *key, {"spec": {"nodeName": node_name}})
         if bound is None:
