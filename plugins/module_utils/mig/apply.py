@@ -147,7 +147,8 @@ def change_mode(nvml: Any, index: int, wanted: bool, reset: Optional[ResetRunner
 def _safe_state(nvml: Any, index: int) -> Optional[Dict[str, Any]]:
     try:
         return nvml.read_gpu(index).to_dict()
-    except Exception:  # pylint: disable=broad-except - best effort report of a GPU already in trouble
+    except Exception:  # pylint: disable=broad-except
+        # Best effort: this reports on a GPU that is already in trouble.
         return None
 
 

@@ -184,7 +184,7 @@ def _mig_devices(where: str, value: Any) -> Tuple[Tuple[str, int], ...]:
         if count < 0:
             raise SpecError("%s.mig-devices.%s: invalid count %r (counts must be >= 0)" % (where, profile, count))
         pairs.append((profile, count))
-    if pairs and not any(count > 0 for _, count in pairs):
+    if pairs and not any(count > 0 for _profile, count in pairs):
         raise SpecError("%s.mig-devices: all counts are 0 in %r (use {} for MIG enabled with no instances)" % (where, value))
     return tuple(pairs)
 
