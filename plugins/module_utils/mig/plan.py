@@ -359,7 +359,7 @@ def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPl
     enabled = entry.mig_enabled
     if plan.mig_pending != enabled:
         plan.set_mode = enabled
-    if plan.mode_change or plan.set_mode is not None:
+    if plan.mode_change:
         holders = sorted({p.pid for p in gpu.processes})
         if holders:
             problems.append(

@@ -142,6 +142,7 @@ def test_changes_only_the_delta_and_keeps_busy_instances(node):
     busy = gpu0["gpu_instances"][0]
     gpuops_sim.nvml.attach_process(node.path, busy["compute_instances"][0]["device_uuid"], 777, 512)
     untouched = node.show()["gpus"][1]
+    node.calls.clear()
     result = apply(node, doc(enabled({"1g.5gb": 3, "2g.10gb": 2}, devices=[0]), {"devices": [1], "mig-enabled": True,
                                                                               "mig-devices": {"1g.5gb": 7}}))
     assert not result.get("failed"), result.get("msg")
@@ -151,6 +152,10 @@ def test_changes_only_the_delta_and_keeps_busy_instances(node):
     assert node.show()["gpus"][1] == untouched
     assert [g["index"] for g in result["changed_gpus"]] == [0]
     assert node.calls.count("nvmlGpuInstanceDestroy") == 4
+    # Order: compute instances, then GPU instances, are destroyed; GPU instances are created at
+    # explicit placements; then one compute instance in each new GPU instance.
+    assert node.calls == (["nvmlComputeInstanceDestroy", "nvmlGpuInstanceDestroy"] * 4
+                          + ["nvmlDeviceCreateGpuInstanceWithPlacement"] * 2 + ["nvmlGpuInstanceCreateComputeInstance"] * 2)
 
 
 def test_check_mode_mutates_nothing(node):

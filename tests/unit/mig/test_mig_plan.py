@@ -165,6 +165,11 @@ def test_pending_enable_needs_no_set_but_is_a_change():
     assert p.set_mode is None and p.mode_change and p.changed
 
 
+def test_cancel_pending_disable_is_allowed_with_processes():
+    g = gpu(A100, current=True, pending=False, processes=[GpuProcess(pid=5, gi_id=None)])
+    assert plan_one(g, enabled({})).set_mode is True
+
+
 def test_cancel_pending_disable():
     g = gpu(A100, current=True, pending=False)
     p = plan_one(g, enabled({}))
