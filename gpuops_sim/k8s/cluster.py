@@ -134,12 +134,19 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
     search_path = os.pathsep.join([nvml_bin_dir(), path_env if path_env is not None else os.environ.get("PATH", "")])
     hosts = {}
     for node in nodes:
+        state = os.path.join(directory, "nodes", f"{node}.json")
         hosts[node] = {
             "ansible_connection": "local",
             "ansible_python_interpreter": python,
             "k8s_node_name": node,
-            "gpuops_environment": {"GPUOPS_NVML_SIMULATOR": os.path.join(directory, "nodes", f"{node}.json"),
+            "gpuops_environment": {"GPUOPS_NVML_SIMULATOR": state,
                                    "PATH": search_path},
+            # The node's files (the MIG boot service) go to its own directory; there is no systemd.
+            "mig_boot_root": os.path.join(directory, "nodes", f"{node}-root"),
+            "mig_boot_service_manage": False,
+            "mig_boot_python": python,
+            # A local connection cannot reboot: the simulated node reboots through the simulator.
+            "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim nvml reboot --state {state}",
         }
     return {"all": {
         "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"), "gpuops_simulated": True},
