@@ -19,8 +19,8 @@ MIG_MODELS = [m for m in MODELS if m.mig_capable]
 
 def shape(profile: str):
     """(slices, suffix): what stays when a driver names the memory differently."""
-    base, _, gb = profile.partition("gb")
-    return base.split(".")[0], gb
+    base, _unit, suffix = profile.partition("gb")
+    return base.split(".")[0], suffix
 
 
 def deciding_entry(entries, pci_device_id: int):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import gpuops_sim.nvml
 import pytest
@@ -143,8 +142,8 @@ def test_changes_only_the_delta_and_keeps_busy_instances(node):
     gpuops_sim.nvml.attach_process(node.path, busy["compute_instances"][0]["device_uuid"], 777, 512)
     untouched = node.show()["gpus"][1]
     node.calls.clear()
-    result = apply(node, doc(enabled({"1g.5gb": 3, "2g.10gb": 2}, devices=[0]), {"devices": [1], "mig-enabled": True,
-                                                                              "mig-devices": {"1g.5gb": 7}}))
+    second_gpu = {"devices": [1], "mig-enabled": True, "mig-devices": {"1g.5gb": 7}}
+    result = apply(node, doc(enabled({"1g.5gb": 3, "2g.10gb": 2}, devices=[0]), second_gpu))
     assert not result.get("failed"), result.get("msg")
     assert node.layout(0) == {"1g.5gb": 3, "2g.10gb": 2}
     after0 = node.show()["gpus"][0]

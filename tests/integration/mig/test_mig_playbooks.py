@@ -102,7 +102,7 @@ def test_playbook_default_configs_check_idempotence_and_files(tmp_path):
     env.pop("GPUOPS_NVML_SIMULATOR", None)
     extra = json.dumps({"ansible_python_interpreter": sys.executable, "gpuops_environment": {"GPUOPS_NVML_SIMULATOR": str(state)}})
     run = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-e", extra],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["rehearsal"]["diff"]["after"]

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from mig_fixtures import gpu, profiles_for
 
@@ -265,8 +267,7 @@ def test_instance_without_compute_gets_one_and_odd_compute_layout_is_rebuilt():
     split = GpuInstance(gi_id=1, profile_id=p9.id, profile="3g.20gb", placement=Placement(4, 4), devices=(
         MigDevice(ci_id=0, profile="1c.3g.20gb", uuid="MIG-a", full_width=False),
         MigDevice(ci_id=1, profile="2c.3g.20gb", uuid="MIG-b", full_width=False)))
-    g = gpu(A100, profiles=g.profiles)
-    g = type(g)(**dict(g.__dict__, instances=(bare, split)))
+    g = dataclasses.replace(gpu(A100, profiles=g.profiles), instances=(bare, split))
     p = plan_one(g, enabled({"1g.5gb": 1, "3g.20gb": 1}))
     assert [gi.gi_id for gi in p.add_compute] == [7]
     assert [gi.gi_id for gi in p.destroy] == [1]
