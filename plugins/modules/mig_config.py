@@ -145,6 +145,19 @@ config_name:
   returned: success
   type: str
   sample: all-balanced
+config:
+  description:
+    - The named config that was selected, alone in a mig-parted v1 document, as validated.
+    - The P(gpuops.nvidia.mig#role) role records it for the boot-time service.
+  returned: success
+  type: dict
+  sample:
+    version: v1
+    mig-configs:
+      all-1g.5gb:
+        - devices: all
+          mig-enabled: true
+          mig-devices: {"1g.5gb": 7}
 config_source:
   description: Where the document came from (set by the action plugin).
   returned: when read on the controller
@@ -269,7 +282,8 @@ def run(module, nvml, spec):
     for warning in plan.warnings:
         module.warn(warning)
     result = {"changed": plan.changed, "config_name": name, "plan": plan.to_dict(), "changed_gpus": [], "modes": [],
-              "reset_required": False, "reboot_required": False}
+              "reset_required": False, "reboot_required": False,
+              "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}}}
     if module._diff:
         result["diff"] = plan.diff()
     if module.check_mode or not plan.changed:
