@@ -13,7 +13,6 @@ resources, taints), and the demo exits non-zero as soon as a step fails.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
