@@ -50,6 +50,9 @@ if ((${#scenarios[@]} == 0)); then
     exit 1
 fi
 
+echo "=== unit tests of the molecule helpers"
+python -m pytest -q -p no:cacheprovider tests/molecule
+
 failed=()
 for scenario in "${scenarios[@]}"; do
     echo "=== molecule test -s $scenario"
