@@ -38,6 +38,7 @@ def test_adhoc_label_with_environment_kubeconfig_and_secret_never_shown(kube, tm
             "annotations": {"gpuops.io/mig-reconfigure.message": "started"}, "api_key": "s3cr3t-t0ken"}
     command = [str(Path(sys.executable).parent / "ansible"), "localhost", "-v", "-m", "gpuops.nvidia.k8s_node_label",
                "-a", json.dumps(args), "-e", "ansible_python_interpreter=" + sys.executable]
+    kube.clear_requests()
     done = run(command, tmp_path, K8S_AUTH_KUBECONFIG=str(kube.kubeconfig))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "CHANGED" in done.stdout
@@ -45,7 +46,7 @@ def test_adhoc_label_with_environment_kubeconfig_and_secret_never_shown(kube, tm
     metadata = kube.read_node()["metadata"]
     assert metadata["labels"] == {"nvidia.com/mig.config.state": "pending"}
     assert metadata["annotations"]["gpuops.io/mig-reconfigure.message"] == "started"
-    [patch] = kube.requests(verb="patch", resource="nodes")
+    [patch] = kube.requests(verb="patch", resource="nodes", subresource=None)
     assert patch["content_type"].startswith("application/merge-patch+json")
 
 
@@ -171,7 +172,7 @@ def test_playbook_runs_all_four_modules_through_the_action_group(kube, tmp_path)
     assert len(kube.requests(verb="create", subresource="eviction")) == 1
     assert kube.requests(verb="delete", resource="pods") == []
     # Four writes: fence, pause, unpause, unfence. Check mode and the idempotent rerun wrote nothing.
-    assert len(kube.requests(verb="patch", resource="nodes")) == 4
+    assert len(kube.requests(verb="patch", resource="nodes", subresource=None)) == 4
 
 
 def test_evacuate_module_fails_on_a_pdb_and_reports_the_blocked_pod(kube, tmp_path):

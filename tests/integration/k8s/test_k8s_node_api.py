@@ -9,6 +9,7 @@ Each test asserts the return value, the objects left in the emulator, and the re
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_taint_and_cordon_with_one_merge_patch_carrying_the_resource_version(kub
     assert node["spec"]["unschedulable"] is True
     assert [(t["key"], t.get("value"), t["effect"]) for t in node["spec"]["taints"]] == [
         ("dedicated", "ml", "NoSchedule"), (MIG_TAINT["key"], MIG_TAINT["value"], "NoSchedule")]
-    patches = kube.requests(verb="patch", resource="nodes")
+    patches = kube.requests(verb="patch", resource="nodes", subresource=None)
     assert len(patches) == 1
     assert patches[0]["content_type"].startswith(MERGE_PATCH)
     assert outcome.patch["metadata"]["resourceVersion"] == outcome.before["metadata"]["resourceVersion"]
@@ -95,12 +96,12 @@ def test_stale_resource_version_is_refused_by_the_server(kube):
 
 def test_conflict_is_retried_from_a_fresh_read(kube):
     kube.node()
-    kube.emulator.add_fault(verb="patch", resource="nodes", status=409, count=1)
     client = kube.product_client()
+    kube.emulator.add_fault(verb="patch", resource="nodes", status=409, count=1)
     kube.clear_requests()
     outcome = taint(client)
     assert outcome.conflicts == 1
-    assert [r["status"] for r in kube.requests(verb="patch", resource="nodes")] == [409, 200]
+    assert [r["status"] for r in kube.requests(verb="patch", resource="nodes", subresource=None)] == [409, 200]
     assert len(kube.requests(verb="get", resource="nodes")) == 2
     assert [t["key"] for t in kube.read_node()["spec"]["taints"]] == [MIG_TAINT["key"]]
 
@@ -108,10 +109,11 @@ def test_conflict_is_retried_from_a_fresh_read(kube):
 def test_server_errors_are_retried(kube):
     kube.node()
     kube.emulator.add_fault(verb="patch", resource="nodes", status=500, count=2)
+    kube.clear_requests()
     outcome = change_node(kube.product_client(), "gpu-node-1", lambda node: label_patch(node, {"a": "1"}, {}),
                           kube.product_client().retry.deadline(10), False)
     assert outcome.after["metadata"]["labels"]["a"] == "1"
-    assert [r["status"] for r in kube.requests(verb="patch", resource="nodes")] == [500, 500, 200]
+    assert [r["status"] for r in kube.requests(verb="patch", resource="nodes", subresource=None)] == [500, 500, 200]
 
 
 def test_exhausted_retries_give_a_clear_message(kube):
@@ -135,7 +137,7 @@ def test_labels_and_annotations_set_and_removed(kube):
     metadata = kube.read_node()["metadata"]
     assert metadata["labels"] == {"keep": "y", "new": "1"}
     assert metadata["annotations"]["gpuops.io/mig-reconfigure.message"] == "why"
-    [patch] = kube.requests(verb="patch", resource="nodes")
+    [patch] = kube.requests(verb="patch", resource="nodes", subresource=None)
     assert patch["content_type"].startswith(MERGE_PATCH)
 
 
@@ -201,7 +203,7 @@ def test_pdb_blocks_until_the_deadline_then_fails_leaving_the_node_fenced(kube):
     serve_evictions = kube.requests(verb="create", subresource="eviction", name="serve-0")
     assert len(serve_evictions) >= 2 and {r["status"] for r in serve_evictions} == {429}
     assert len(kube.requests(verb="create", subresource="eviction", name="train-0")) == 1
-    assert kube.requests(verb="delete") == [] and kube.requests(verb="patch") == []
+    assert kube.requests(verb="delete") == [] and kube.requests(verb="patch", resource="nodes", subresource=None) == []
     node = kube.read_node()
     assert node["spec"]["unschedulable"] is True and node["spec"]["taints"][0]["key"] == MIG_TAINT["key"]
     assert kube.pod_names() == ["default/serve-0"]
@@ -221,11 +223,10 @@ def test_force_deletes_only_after_the_deadline(kube):
     assert kube.pod_names() == []
 
 
-def test_eviction_server_errors_and_a_dropped_connection_are_retried(kube):
+def test_eviction_server_errors_are_retried(kube):
     kube.node(unschedulable=True)
     kube.pod("train-0", gpus=GPU)
     kube.emulator.add_fault(verb="create", resource="pods", subresource="eviction", status=500, count=1)
-    kube.emulator.add_fault(verb="list", resource="pods", drop_watch=True, count=1)
     client = kube.product_client()
     kube.clear_requests()
     result = evacuate(client, EvacuationRequest("gpu-node-1", poll_interval=0.05), check_mode=False)
@@ -237,9 +238,10 @@ def test_eviction_server_errors_and_a_dropped_connection_are_retried(kube):
 # --- waiting ----------------------------------------------------------------------------------
 
 
-def test_wait_for_node_follows_changes_made_while_waiting(kube):
+def test_wait_for_node_follows_changes_made_while_waiting_and_survives_a_dropped_watch(kube):
     kube.node(labels={"nvidia.com/mig.config.state": "pending"})
     client = kube.product_client()
+    kube.emulator.add_fault(verb="watch", resource="nodes", drop_watch=True, count=1)
     kube.clear_requests()
     outcome = {}
 
@@ -252,9 +254,14 @@ def test_wait_for_node_follows_changes_made_while_waiting(kube):
 
     waiter = threading.Thread(target=wait)
     waiter.start()
+    # Change the node once the waiter watches again after the dropped watch.
+    give_up = time.monotonic() + 30
+    while len(kube.requests(verb="watch", resource="nodes")) < 2 and time.monotonic() < give_up:
+        time.sleep(0.02)
     kube.core.patch_node("gpu-node-1", {"metadata": {"labels": {"nvidia.com/mig.config.state": "success"}}})
     waiter.join(60)
     assert "error" not in outcome, outcome.get("error")
+    assert len(kube.requests(verb="watch", resource="nodes")) >= 2
     result = outcome["result"]
     assert result["matched"] == ["labels[nvidia.com/mig.config.state]", "ready"]
     assert result["node"]["labels"]["nvidia.com/mig.config.state"] == "success"
