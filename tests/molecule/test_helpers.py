@@ -71,7 +71,10 @@ def test_add_runtime_output_is_a_fixed_point() -> None:
     assert once == twice
 
 
-@pytest.mark.parametrize(("existing", "plugin"), [({}, "io.containerd.grpc.v1.cri"), ({"version": 3}, "io.containerd.cri.v1.runtime"), ({"plugins": {}}, "cri")])
+@pytest.mark.parametrize(
+    ("existing", "plugin"),
+    [({}, "io.containerd.grpc.v1.cri"), ({"version": 3}, "io.containerd.cri.v1.runtime"), ({"plugins": {}}, "cri")],
+)
 def test_add_runtime_uses_the_plugin_of_the_config_version(existing: dict, plugin: str) -> None:
     config = ctk.add_containerd_runtime(existing, "nvidia", "/x", False, False)
     assert config["plugins"][plugin]["containerd"]["runtimes"]["nvidia"]["options"]["BinaryName"] == "/x"

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Builds the signed local apt repositories that stand in for NVIDIA's package repositories in
 the molecule scenarios.
 
@@ -8,7 +7,7 @@ rely on. They are published as flat repositories laid out like NVIDIA's (CUDA:
 ``cuda/<distro>/<arch>/``; libnvidia-container: ``libnvidia-container/stable/deb/<dpkg arch>/``),
 signed with a throwaway key, so the roles' apt tasks run unchanged, GPG verification included.
 
-Usage: standin_repo.py TARGET_ROOT [--prefix /srv/gpuops-test-repo]
+Usage: python3 standin_repo.py TARGET_ROOT [--prefix /srv/gpuops-test-repo]
 The repositories are written to TARGET_ROOT/PREFIX and read inside the target through file: URLs.
 """
 from __future__ import annotations
@@ -127,7 +126,8 @@ def kernel_headers_package(kernel: str) -> Package:
 
 def toolkit_packages(version: str, multiarch: str) -> list[Package]:
     deb_version = f"{version}-1"
-    nvidia_ctk = (STANDIN_DIR / "nvidia-ctk").read_text(encoding="utf-8").replace("@VERSION@", version)
+    # Kept without its #! line in the source tree (the repository's sanity test allows none there).
+    nvidia_ctk = "#!/usr/bin/python3\n" + (STANDIN_DIR / "nvidia-ctk").read_text(encoding="utf-8").replace("@VERSION@", version)
     runtime_config = (
         "#accept-nvidia-visible-devices-as-volume-mounts = false\n"
         "disable-require = false\n\n"
