@@ -1,0 +1,206 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The rolling MIG reconfigure end to end: real playbooks, simulated NVML and Kubernetes."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TAINT = "gpuops.io/mig-reconfigure"
+STATE = "nvidia.com/mig.config.state"
+
+
+def one_gpu_differs(first: str, rest: str, gpus: int) -> dict:
+    """A named config where GPU 0 runs ``first`` and the others ``rest`` (7 x 1g.5gb style)."""
+    def entry(devices, layout):
+        name, count = layout.split("*")
+        return {"devices": devices, "mig-enabled": True, "mig-devices": {name: int(count)}}
+    return {"mig_configs": {
+        "before": [entry("all", rest)],
+        "after": [entry([0], first), entry(list(range(1, gpus)), rest)],
+    }}
+
+
+def taints(node: dict) -> list[str]:
+    return [t["key"] for t in node.get("spec", {}).get("taints") or []]
+
+
+def evictions(requests: list[dict]) -> list[dict]:
+    return [r for r in requests if r.get("subresource") == "eviction"]
+
+
+def pod_deletes(requests: list[dict]) -> list[dict]:
+    return [r for r in requests if r.get("resource") == "pods" and r.get("verb") in ("delete", "deletecollection")]
+
+
+def gpu_pods(cluster, app: str) -> dict[str, str]:
+    """name → node of the Running pods of a workload."""
+    return {p["metadata"]["name"]: p["spec"].get("nodeName") for p in cluster.pods("default")
+            if p["metadata"].get("labels", {}).get("app") == app and p.get("status", {}).get("phase") == "Running"}
+
+
+def test_fleet_change_of_one_gpu_per_node_moves_only_the_pods_on_it(sim_cluster):
+    cluster = sim_cluster(["a100:20:A100-40GB:8"])
+    gpus = 8
+    config = cluster.write_vars("configs.yml", one_gpu_differs("3g.20gb*2", "1g.5gb*7", gpus))
+    common = ["-e", "@%s" % config, "-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_rollout_batch=25%"]
+
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=before")
+    for node in cluster.nodes:
+        assert cluster.layout(node) == [["1g.5gb"] * 7] * gpus
+        assert cluster.node(node)["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == str(7 * gpus)
+
+    # Two pods per node on GPU 0's devices would be too few to tell apart; fill every node.
+    cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=20 * 8, pdb_max_unavailable="25%")
+    running = gpu_pods(cluster, "infer")
+    assert len(running) == 160
+    on_gpu0 = {p["metadata"]["name"] for p in cluster.pods("default")
+               if any(u in (p["metadata"].get("annotations", {}).get("gpuops.io/device-ids") or "")
+                      for u in _gpu_mig_uuids(cluster, p["spec"].get("nodeName"), 0))}
+    cluster.clear_requests()
+
+    run = cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=after")
+    assert "MIG ROLLOUT SUMMARY" in run.output
+    requests = cluster.requests()
+    evicted = {r["name"] for r in evictions(requests) if r["status"] < 300}
+    assert evicted == on_gpu0
+    assert not pod_deletes(requests), "pods are only ever removed through the Eviction API"
+    for node in cluster.nodes:
+        assert cluster.layout(node)[0] == ["3g.20gb", "3g.20gb"]
+        assert cluster.layout(node)[1:] == [["1g.5gb"] * 7] * (gpus - 1)
+        obj = cluster.node(node)
+        assert TAINT not in taints(obj)
+        assert obj["metadata"]["labels"][STATE] == "success"
+        assert obj["metadata"]["labels"]["nvidia.com/mig.config"] == "after"
+        assert obj["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == str(7 * (gpus - 1))
+        assert obj["status"]["allocatable"]["nvidia.com/mig-3g.20gb"] == "2"
+
+    cluster.clear_requests()
+    again = cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=after")
+    assert again.changed == 0
+    requests = cluster.requests()
+    assert not evictions(requests)
+    assert not [r for r in requests if r["verb"] in ("create", "update", "patch", "delete")]
+
+
+def _gpu_mig_uuids(cluster, node, index):
+    gpu = cluster.nvml(node)["gpus"][index]
+    return [gpu["uuid"]] + [ci["device_uuid"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]]
+
+
+@pytest.fixture
+def small(sim_cluster):
+    """Three 2-GPU A100 nodes installed with all-1g.5gb under the mixed strategy."""
+    cluster = sim_cluster(["a100:3:A100-40GB:2"])
+    cluster.common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_rollout_batch=1"]
+    cluster.playbook("mig-reconfigure.yml", *cluster.common, "-e", "mig_config_name=all-1g.5gb")
+    return cluster
+
+
+def test_check_mode_and_rerun_change_nothing(small):
+    small.clear_requests()
+    run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-3g.20gb", "--check", "--diff")
+    assert all(small.layout(n) == [["1g.5gb"] * 7] * 2 for n in small.nodes)
+    assert not [r for r in small.requests() if r["verb"] in ("create", "update", "patch", "delete")]
+    assert "3g.20gb" in run.output  # the plan is printed
+    rerun = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-1g.5gb", "--check")
+    assert rerun.changed == 0
+
+
+def test_strategy_switch_reconfigures_the_advertised_resources(small):
+    small.playbook("mig-reconfigure.yml", "-e", "k8s_gpu_mig_strategy=single", "-e", "mig_rollout_batch=1",
+                   "-e", "mig_config_name=all-1g.5gb")
+    for node in small.nodes:
+        labels = small.node(node)["metadata"]["labels"]
+        assert small.node(node)["status"]["allocatable"]["nvidia.com/gpu"] == "14"
+        assert labels["nvidia.com/mig.strategy"] == "single"
+        assert TAINT not in taints(small.node(node))
+
+
+def test_a_layout_the_strategy_cannot_advertise_is_refused_before_any_node_changes(small):
+    small.clear_requests()
+    run = small.playbook("mig-reconfigure.yml", "-e", "k8s_gpu_mig_strategy=single", "-e", "mig_config_name=all-balanced",
+                         check=False)
+    assert run.rc != 0
+    assert "single" in run.output
+    assert not [r for r in small.requests() if r["verb"] in ("create", "update", "patch", "delete")]
+    assert all(small.layout(n) == [["1g.5gb"] * 7] * 2 for n in small.nodes)
+
+
+@pytest.mark.parametrize("variable,value", [("k8s_gpu_mig_strategy", "hybrid"), ("device_plugin_time_slicing_replicas", "0"),
+                                            ("mig_config_name", "all-9g.99gb")])
+def test_invalid_settings_fail_in_the_first_play(small, variable, value):
+    small.clear_requests()
+    run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-1g.5gb", "-e", f"{variable}={value}",
+                         check=False)
+    assert run.rc != 0
+    assert "Validate the settings" in run.output.split("fatal:")[0].rsplit("TASK [", 1)[-1] or value in run.output
+    assert not [r for r in small.requests() if r["verb"] in ("create", "update", "patch", "delete")]
+
+
+def test_pdb_that_never_allows_eviction_leaves_the_node_failed_and_tainted(small):
+    first = small.nodes[0]
+    small.workload(name="critical", resource="nvidia.com/mig-1g.5gb", count=2, node=first, pdb_max_unavailable="0")
+    run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-3g.20gb",
+                         "-e", "mig_reconfigure_evacuate_timeout=3", check=False)
+    assert run.rc != 0
+    node = small.node(first)
+    assert node["metadata"]["labels"][STATE] == "failed"
+    assert TAINT in taints(node)
+    assert "gpuops.io/mig-reconfigure.message" in node["metadata"]["annotations"]
+    # Its GPU clients were resumed, never left paused.
+    assert node["metadata"]["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true"
+    # max_fail_percentage 0: the rollout stopped after the failed batch.
+    assert all(small.layout(n) == [["1g.5gb"] * 7] * 2 for n in small.nodes[1:])
+    assert "MIG ROLLOUT SUMMARY" in run.output and first in run.output.split("MIG ROLLOUT SUMMARY")[1]
+
+    # Once the budget allows it, a re-run resumes and converges every node.
+    small.store.delete("poddisruptionbudgets", "default", "critical")
+    small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-3g.20gb")
+    for node_name in small.nodes:
+        node = small.node(node_name)
+        assert small.layout(node_name) == [["3g.20gb", "3g.20gb"]] * 2
+        assert node["metadata"]["labels"][STATE] == "success"
+        assert TAINT not in taints(node)
+
+
+def test_nvml_failure_mid_apply_fails_the_node_and_a_rerun_converges(small):
+    first = small.nodes[0]
+    sim_state = small.cluster.state_path(first)
+    from gpuops_sim import nvml
+    nvml.add_fault(sim_state, "nvmlDeviceCreateGpuInstanceWithPlacement", "INSUFFICIENT_RESOURCES", count=1)
+    run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-2g.10gb", check=False)
+    assert run.rc != 0
+    node = small.node(first)
+    assert node["metadata"]["labels"][STATE] == "failed"
+    assert TAINT in taints(node)
+    small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-2g.10gb")
+    for node_name in small.nodes:
+        assert small.layout(node_name) == [["2g.10gb"] * 3] * 2
+        assert TAINT not in taints(small.node(node_name))
+
+
+def test_api_errors_during_label_and_taint_are_retried(small):
+    small.add_fault(verb="patch", resource="nodes", status=500, count=2)
+    small.add_fault(verb="patch", resource="nodes", status=409, count=1)
+    small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-3g.20gb")
+    for node_name in small.nodes:
+        assert small.layout(node_name) == [["3g.20gb", "3g.20gb"]] * 2
+        assert small.node(node_name)["metadata"]["labels"][STATE] == "success"
+
+
+def test_a_process_that_never_releases_the_gpu_fails_the_node(small):
+    first = small.nodes[0]
+    from gpuops_sim import nvml
+    state = small.cluster.state_path(first)
+    device = small.nvml(first)["gpus"][0]["gpu_instances"][0]["compute_instances"][0]["device_uuid"]
+    nvml.attach_process(state, device, pid=4242, used_memory_mib=512)  # outside Kubernetes: nothing to evict
+    run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-3g.20gb", check=False)
+    assert run.rc != 0
+    node = small.node(first)
+    assert node["metadata"]["labels"][STATE] == "failed"
+    assert TAINT in taints(node)
+    assert node["metadata"]["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true"
