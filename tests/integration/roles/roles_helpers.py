@@ -72,8 +72,8 @@ def run_playbook(tmp_path: Path, plays: list[dict[str, Any]], inventory: dict[st
 
 
 def dump_task(path: Path, expression: str) -> dict[str, Any]:
-    """A task that writes the value of a Jinja expression to path as JSON."""
-    return {"name": f"Write {path.name}", "ansible.builtin.copy": {
+    """A task that writes the value of a Jinja expression to path as JSON (in check mode too)."""
+    return {"name": f"Write {path.name}", "check_mode": False, "ansible.builtin.copy": {
         "dest": str(path), "mode": "0644", "content": "{{ " + expression + " | to_nice_json }}"}}
 
 
