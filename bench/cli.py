@@ -1,0 +1,76 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run the benchmarks, print one JSON object per figure, save them under bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from bench.common import RESULTS, ROOT, Options, rounded
+
+# Cheap and independent first, so a slow or broken later figure never hides the others.
+FIGURES = ("plan_speed", "pods_disrupted", "noop_overhead", "rollout_scaling")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, a minute or two)")
+    parser.add_argument("--only", action="append", choices=FIGURES, metavar="FIGURE",
+                        help=f"run only this figure (repeatable): {', '.join(FIGURES)}")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the result files go (default bench/results)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="scratch directory for simulated clusters (default: a fresh one under .tmp/)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    return parser.parse_args(list(argv))
+
+
+def run_figure(name: str, options: Options) -> Dict[str, Any]:
+    module = importlib.import_module(f"bench.{name}")
+    start = time.perf_counter()
+    try:
+        figure = module.run(options)
+    except Exception as exc:  # pylint: disable=broad-except
+        # A broken figure is reported as such; the others still run and are saved.
+        figure = {"figure": name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
+    figure.setdefault("wall_s", rounded(time.perf_counter() - start, 2))
+    figure["quick"] = options.quick
+    return figure
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    names: List[str] = [n for n in FIGURES if not args.only or n in args.only]
+    scratch_parent = ROOT / ".tmp"
+    scratch_parent.mkdir(exist_ok=True)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-", dir=scratch_parent))
+    workdir.mkdir(parents=True, exist_ok=True)
+    options = Options(quick=args.quick, workdir=workdir, out=args.out)
+
+    from bench.common import write_results  # pylint: disable=import-outside-toplevel
+
+    start = time.perf_counter()
+    figures = []
+    for name in names:
+        figure = run_figure(name, options)
+        figures.append(figure)
+        print(json.dumps({k: v for k, v in figure.items() if k != "traceback"}, sort_keys=False), flush=True)
+        if "traceback" in figure:
+            print(figure["traceback"], file=sys.stderr, flush=True)
+    total = time.perf_counter() - start
+    path = write_results(figures, options, total)
+    print(f"# {len(figures)} figures in {total:.0f} s, saved to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}",
+          file=sys.stderr)
+    if not args.keep and args.workdir is None:
+        import shutil  # pylint: disable=import-outside-toplevel
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if any("error" in f for f in figures) else 0
