@@ -217,6 +217,7 @@ class _Dropped(Exception):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "gpuops-sim-apiserver/1.32"
     server: "_Server"
 
