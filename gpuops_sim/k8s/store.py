@@ -196,23 +196,35 @@ def scaled_value(value: Any, total: int, round_up: bool) -> int:
     return int(value)
 
 
-def pdb_status(spec: Obj, pods: Iterable[Obj], generation: int) -> Obj:
-    """What the disruption controller writes: pods are the live pods the selector matches."""
-    counted = [p for p in pods if not pod_terminal(p) and not _meta(p).get("deletionTimestamp")]
+def pdb_status(spec: Obj, pods: Iterable[Obj], generation: int, controller_scale: int | None = None) -> Obj:
+    """What the disruption controller writes. ``pods``: the live pods the selector matches;
+    ``controller_scale``: the summed ``replicas`` of their controllers, which is what
+    ``maxUnavailable`` and a percentage ``minAvailable`` count against (default: the pods)."""
+    counted = [p for p in pods if not pod_terminal(p)]
+    healthy = sum(1 for p in counted if pod_ready(p) and not _meta(p).get("deletionTimestamp"))
     expected = len(counted)
-    healthy = sum(1 for p in counted if pod_ready(p))
-    if spec.get("minAvailable") is not None:
-        desired = scaled_value(spec["minAvailable"], expected, True)
-    elif spec.get("maxUnavailable") is not None:
-        desired = max(0, expected - scaled_value(spec["maxUnavailable"], expected, True))
+    min_available = spec.get("minAvailable")
+    if min_available is not None and not (isinstance(min_available, str) and min_available.endswith("%")):
+        desired = int(min_available)
     else:
-        desired = expected
+        if controller_scale is not None:
+            expected = controller_scale
+        if min_available is not None:
+            desired = scaled_value(min_available, expected, True)
+        elif spec.get("maxUnavailable") is not None:
+            desired = max(0, expected - scaled_value(spec["maxUnavailable"], expected, True))
+        else:
+            desired = expected
     allowed = max(0, healthy - desired)
     return {"currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
             "disruptionsAllowed": allowed, "observedGeneration": generation,
             "conditions": [{"type": "DisruptionAllowed", "status": "True" if allowed else "False",
                             "reason": "SufficientPods" if allowed else "InsufficientPods",
                             "lastTransitionTime": "1970-01-01T00:00:00Z", "message": ""}]}
+
+
+_SCALED_KINDS = {"ReplicaSet": "replicasets.apps", "StatefulSet": "statefulsets.apps", "Deployment": "deployments.apps",
+                 "ReplicationController": "replicationcontrollers"}
 
 
 def _as_label_selector(value: str | LabelSelector | None) -> LabelSelector:
@@ -523,6 +535,9 @@ class Store:
             for server_field in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 meta.pop(server_field, None)
             self._defaults(rt, new)
+            if rt.key == "poddisruptionbudgets.policy":
+                self._refresh_pdb_members((ns, name), new)
+                new["status"] = self._pdb_status(new)
             if dry_run:
                 meta["resourceVersion"] = self.resource_version
                 return new
@@ -531,10 +546,7 @@ class Store:
 
     def _defaults(self, rt: ResourceType, obj: Obj) -> None:
         if rt.group:
-            if rt.key == "poddisruptionbudgets.policy":
-                obj.setdefault("status", {"currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0,
-                                          "disruptionsAllowed": 0})
-            elif rt.key == "customresourcedefinitions.apiextensions.k8s.io":
+            if rt.key == "customresourcedefinitions.apiextensions.k8s.io":
                 names = (obj.get("spec") or {}).get("names") or {}
                 obj["status"] = {"acceptedNames": names, "storedVersions": [
                     v.get("name") for v in (obj.get("spec") or {}).get("versions") or [] if v.get("storage")],
@@ -636,6 +648,9 @@ class Store:
             return clone(old)
         if rt.key == "customresourcedefinitions.apiextensions.k8s.io":
             self.registry.add_crd(new)
+        if rt.key == "poddisruptionbudgets.policy" and new.get("spec") != old.get("spec"):
+            self._refresh_pdb_members((ns, name), new)
+            new["status"] = {**(new.get("status") or {}), **self._pdb_status(new)}
         self._commit(rt, ns, name, new, "MODIFIED", old)
         return clone(new)
 
@@ -821,7 +836,34 @@ class Store:
         key = (pdb["metadata"]["namespace"], pdb["metadata"]["name"])
         bucket = self._objects.get("pods", {}).get(key[0], {})
         pods = [bucket[n] for ns, n in self._pdb_members.get(key, set()) if n in bucket]
-        return pdb_status(pdb.get("spec") or {}, pods, pdb["metadata"].get("generation", 1))
+        return pdb_status(pdb.get("spec") or {}, pods, pdb["metadata"].get("generation", 1),
+                          self._controller_scale(key[0], pods))
+
+    def _controller_scale(self, namespace: str, pods: list[Obj]) -> int:
+        """Sum of the scale of the pods' controllers; a pod without a known controller counts as one."""
+        scales: dict[str, int] = {}
+        loose = 0
+        for pod in pods:
+            if pod_terminal(pod):
+                continue
+            ref = next((r for r in _meta(pod).get("ownerReferences") or [] if r.get("controller")), None)
+            owner = self._owner(namespace, ref) if ref else None
+            if owner is None:
+                loose += 1
+                continue
+            if owner["kind"] == "ReplicaSet":
+                parent_ref = next((r for r in _meta(owner).get("ownerReferences") or []
+                                   if r.get("controller") and r.get("kind") == "Deployment"), None)
+                owner = (self._owner(namespace, parent_ref) if parent_ref else None) or owner
+            scales[owner["metadata"]["uid"]] = int((owner.get("spec") or {}).get("replicas", 1))
+        return loose + sum(scales.values())
+
+    def _owner(self, namespace: str, ref: Obj) -> Obj | None:
+        key = _SCALED_KINDS.get(ref.get("kind", ""))
+        owner = self._objects.get(key, {}).get(namespace, {}).get(ref.get("name", "")) if key else None
+        if owner is None or owner["metadata"].get("uid") != ref.get("uid"):
+            return None
+        return owner
 
     def _refresh_pdb_members(self, pdb_key: Key, pdb: Obj | None) -> None:
         if pdb is None:
@@ -901,12 +943,8 @@ class Store:
         """Derived state: CRD registration, PDB membership and status."""
         if rt.key == "customresourcedefinitions.apiextensions.k8s.io" and new is not None and old is None:
             self.registry.add_crd(new)
-        elif rt.key == "poddisruptionbudgets.policy":
-            if new is None:
-                self._refresh_pdb_members((ns, name), None)
-            elif old is None or (new.get("spec") != old.get("spec")):
-                self._refresh_pdb_members((ns, name), new)
-                self._write_pdb_status(ns, name)
+        elif rt.key == "poddisruptionbudgets.policy" and new is None:
+            self._refresh_pdb_members((ns, name), None)
         elif rt.key == "pods":
             pdbs = self._pdbs_in(ns)
             if not pdbs:
