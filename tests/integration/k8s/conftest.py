@@ -103,7 +103,21 @@ class KubeEnv:
             metadata["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner_kind, "name": name + "-owner",
                                             "uid": "00000000-0000-0000-0000-000000000001", "controller": True}]
         body = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"nodeName": node, "containers": [container]}}
-        return self.api_client.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, body))
+        self.namespace(namespace)
+        created = self.api_client.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, body))
+        # Running and Ready, as a kubelet would report it: only such pods count for a PodDisruptionBudget.
+        status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
+        return created
+
+    def namespace(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except ApiException as error:
+            if error.status != 409:
+                raise
 
     def pdb(self, name: str, match_labels: dict[str, str], namespace: str = "default", max_unavailable: int = 0) -> None:
         body = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name, "namespace": namespace},

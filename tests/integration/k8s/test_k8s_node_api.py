@@ -274,3 +274,48 @@ def test_wait_for_node_times_out_with_expected_and_observed(kube):
     assert "allocatable[nvidia.com/gpu]: expected '4', observed '0'" in raised.value.msg
     assert raised.value.details["node"]["allocatable"]["nvidia.com/gpu"] == "0"
     assert kube.requests(verb="watch", resource="nodes")
+
+
+# --- dropped connections, rate limits, graceful termination ------------------------------------
+
+
+def test_dropped_connection_on_a_node_write_is_recovered(kube):
+    kube.node()
+    client = kube.product_client()
+    kube.emulator.add_fault(verb="patch", resource="nodes", subresource="", drop_connection=True, count=1)
+    kube.clear_requests()
+    outcome = taint(client, cordon=True)
+    assert taint_view(outcome.after) == {"taints": [MIG_TAINT], "unschedulable": True}
+    assert len(kube.requests(verb="patch", resource="nodes", subresource=None)) == 2
+    assert kube.read_node()["spec"]["unschedulable"] is True
+
+
+def test_dropped_connection_and_rate_limit_on_evictions_are_retried(kube):
+    kube.node(unschedulable=True)
+    kube.pod("train-0", gpus=GPU)
+    kube.pod("train-1", gpus=GPU)
+    kube.emulator.add_fault(verb="create", resource="pods", subresource="eviction", name="train-0", drop_connection=True, count=1)
+    kube.emulator.add_fault(verb="create", resource="pods", subresource="eviction", name="train-1", status=429, count=1)
+    client = kube.product_client()
+    kube.clear_requests()
+    result = evacuate(client, EvacuationRequest("gpu-node-1", poll_interval=0.05), check_mode=False)
+    assert short(result["evicted"]) == ["default/train-0", "default/train-1"]
+    # A plain 429 (no disruption budget named) is rate limiting, not a PDB block.
+    assert result["blocked"] == []
+    for name in ("train-0", "train-1"):
+        assert len(kube.requests(verb="create", subresource="eviction", name=name)) == 2
+    assert kube.requests(verb="delete", resource="pods") == []
+    assert kube.pod_names() == []
+
+
+def test_evacuation_waits_for_graceful_termination_by_watching(kube):
+    kube.emulator.termination_delay = 0.5
+    kube.node(unschedulable=True)
+    kube.pod("train-0", gpus=GPU)
+    client = kube.product_client()
+    kube.clear_requests()
+    result = evacuate(client, EvacuationRequest("gpu-node-1", poll_interval=0.05), check_mode=False)
+    assert short(result["evicted"]) == ["default/train-0"] and result["remaining"] == []
+    assert kube.pod_names() == []
+    assert kube.requests(verb="watch", resource="pods")
+    assert len(kube.requests(verb="create", subresource="eviction")) == 1
