@@ -223,6 +223,42 @@ def pdb_status(spec: Obj, pods: Iterable[Obj], generation: int, controller_scale
                             "lastTransitionTime": "1970-01-01T00:00:00Z", "message": ""}]}
 
 
+# Go serialises these struct fields even when empty, and the Python client requires them: fill
+# the zero values the way the real apiserver's responses carry them.
+_NODE_INFO = ("architecture", "bootID", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion", "kubeletVersion",
+              "machineID", "operatingSystem", "osImage", "systemUUID")
+_CONTAINER_STATUS = {"image": "", "imageID": "", "name": "", "ready": False, "restartCount": 0}
+_ZERO_FIELDS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "nodes": (("status.nodeInfo", dict.fromkeys(_NODE_INFO, "")),),
+    "pods": (("status.containerStatuses[]", _CONTAINER_STATUS), ("status.initContainerStatuses[]", _CONTAINER_STATUS),
+             ("status.ephemeralContainerStatuses[]", _CONTAINER_STATUS)),
+    "daemonsets.apps": (("status", {"currentNumberScheduled": 0, "desiredNumberScheduled": 0, "numberMisscheduled": 0,
+                                    "numberReady": 0}),),
+    "replicasets.apps": (("status", {"replicas": 0}),),
+    "statefulsets.apps": (("status", {"replicas": 0}),),
+}
+
+
+def fill_zero_values(resource_key: str, obj: Obj) -> None:
+    for path, zeros in _ZERO_FIELDS.get(resource_key, ()):
+        targets: list[Any] = [obj]
+        for part in path.split("."):
+            many = part.endswith("[]")
+            part = part.rstrip("[]")
+            found = []
+            for target in targets:
+                value = target.get(part) if isinstance(target, dict) else None
+                if many and isinstance(value, list):
+                    found.extend(value)
+                elif not many and value is not None:
+                    found.append(value)
+            targets = found
+        for target in targets:
+            if isinstance(target, dict):
+                for key, zero in zeros.items():
+                    target.setdefault(key, zero)
+
+
 _SCALED_KINDS = {"ReplicaSet": "replicasets.apps", "StatefulSet": "statefulsets.apps", "Deployment": "deployments.apps",
                  "ReplicationController": "replicationcontrollers"}
 
@@ -535,6 +571,7 @@ class Store:
             for server_field in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 meta.pop(server_field, None)
             self._defaults(rt, new)
+            fill_zero_values(rt.key, new)
             if rt.key == "poddisruptionbudgets.policy":
                 self._refresh_pdb_members((ns, name), new)
                 new["status"] = self._pdb_status(new)
@@ -638,6 +675,7 @@ class Store:
                 meta[kept] = old_meta[kept]
             else:
                 meta.pop(kept, None)
+        fill_zero_values(rt.key, new)
         spec_changed = any(new.get(k) != old.get(k) for k in set(new) | set(old) if k not in ("metadata", "status", "apiVersion", "kind"))
         meta["generation"] = old_meta.get("generation", 1) + (1 if spec_changed else 0)
         if dry_run:
