@@ -201,8 +201,16 @@ def pdb_status(spec: Obj, pods: Iterable[Obj], generation: int, controller_scale
     ``controller_scale``: the summed ``replicas`` of their controllers, which is what
     ``maxUnavailable`` and a percentage ``minAvailable`` count against (default: the pods)."""
     counted = [p for p in pods if not pod_terminal(p)]
-    healthy = sum(1 for p in counted if pod_ready(p) and not _meta(p).get("deletionTimestamp"))
-    expected = len(counted)
+    healthy = sum(1 for p in counted if pod_healthy(p))
+    return pdb_status_from_counts(spec, len(counted), healthy, generation, controller_scale)
+
+
+def pod_healthy(pod: Obj) -> bool:
+    return pod_ready(pod) and not _meta(pod).get("deletionTimestamp")
+
+
+def pdb_status_from_counts(spec: Obj, pods: int, healthy: int, generation: int, controller_scale: int | None) -> Obj:
+    expected = pods
     min_available = spec.get("minAvailable")
     if min_available is not None and not (isinstance(min_available, str) and min_available.endswith("%")):
         desired = int(min_available)
@@ -221,6 +229,31 @@ def pdb_status(spec: Obj, pods: Iterable[Obj], generation: int, controller_scale
             "conditions": [{"type": "DisruptionAllowed", "status": "True" if allowed else "False",
                             "reason": "SufficientPods" if allowed else "InsufficientPods",
                             "lastTransitionTime": "1970-01-01T00:00:00Z", "message": ""}]}
+
+
+class _PdbTally:
+    """The pods one PodDisruptionBudget selects, counted incrementally (no scan per pod event)."""
+
+    def __init__(self, selector: LabelSelector | None) -> None:
+        self.selector = selector
+        self.pods: dict[str, tuple[bool, tuple[str, str, str] | None]] = {}  # name -> (healthy, controller ref)
+        self.healthy = 0
+        self.refs: collections.Counter[tuple[str, str, str] | None] = collections.Counter()
+
+    def set(self, name: str, pod: Obj | None) -> bool:
+        """Account for the pod's new state; True when it is or was a member."""
+        previous = self.pods.pop(name, None)
+        if previous is not None:
+            self.healthy -= previous[0]
+            self.refs[previous[1]] -= 1
+        if pod is not None and not pod_terminal(pod) and labels_match(self.selector, _meta(pod).get("labels")):
+            ref = next((r for r in _meta(pod).get("ownerReferences") or [] if r.get("controller")), None)
+            entry = (pod_healthy(pod), (ref.get("kind", ""), ref.get("name", ""), ref.get("uid", "")) if ref else None)
+            self.pods[name] = entry
+            self.healthy += entry[0]
+            self.refs[entry[1]] += 1
+            return True
+        return previous is not None
 
 
 # Go serialises these struct fields even when empty, and the Python client requires them: fill
@@ -389,7 +422,7 @@ class Store:
         self._watchers: dict[str, set[Watch]] = {}
         self._pods_by_node: dict[str, set[Key]] = {}
         self._dependents: dict[str, set[tuple[str, str, str]]] = {}
-        self._pdb_members: dict[Key, set[Key]] = {}
+        self._pdb_tallies: dict[Key, _PdbTally] = {}
         self._timers: set[threading.Timer] = set()
         self._types_by_key: dict[str, ResourceType] = {}
         self.reset()
@@ -413,7 +446,7 @@ class Store:
             self._watchers = {}
             self._pods_by_node = {}
             self._dependents = {}
-            self._pdb_members = {}
+            self._pdb_tallies = {}
             self.termination_delay = 0.0
             for name in DEFAULT_NAMESPACES:
                 self.create("namespaces", None, {"metadata": {"name": name}})
@@ -576,6 +609,8 @@ class Store:
                 self._refresh_pdb_members((ns, name), new)
                 new["status"] = self._pdb_status(new)
             if dry_run:
+                if rt.key == "poddisruptionbudgets.policy":
+                    self._pdb_tallies.pop((ns, name), None)
                 meta["resourceVersion"] = self.resource_version
                 return new
             self._commit(rt, ns, name, new, "ADDED", None)
@@ -872,48 +907,48 @@ class Store:
 
     def _pdb_status(self, pdb: Obj) -> Obj:
         key = (pdb["metadata"]["namespace"], pdb["metadata"]["name"])
-        bucket = self._objects.get("pods", {}).get(key[0], {})
-        pods = [bucket[n] for ns, n in self._pdb_members.get(key, set()) if n in bucket]
-        return pdb_status(pdb.get("spec") or {}, pods, pdb["metadata"].get("generation", 1),
-                          self._controller_scale(key[0], pods))
+        tally = self._pdb_tallies.get(key) or _PdbTally(None)
+        return pdb_status_from_counts(pdb.get("spec") or {}, len(tally.pods), tally.healthy,
+                                      pdb["metadata"].get("generation", 1), self._controller_scale(key[0], tally))
 
-    def _controller_scale(self, namespace: str, pods: list[Obj]) -> int:
+    def _controller_scale(self, namespace: str, tally: _PdbTally) -> int:
         """Sum of the scale of the pods' controllers; a pod without a known controller counts as one."""
         scales: dict[str, int] = {}
         loose = 0
-        for pod in pods:
-            if pod_terminal(pod):
+        for ref, count in tally.refs.items():
+            if count <= 0:
                 continue
-            ref = next((r for r in _meta(pod).get("ownerReferences") or [] if r.get("controller")), None)
             owner = self._owner(namespace, ref) if ref else None
             if owner is None:
-                loose += 1
+                loose += count
                 continue
             if owner["kind"] == "ReplicaSet":
-                parent_ref = next((r for r in _meta(owner).get("ownerReferences") or []
-                                   if r.get("controller") and r.get("kind") == "Deployment"), None)
-                owner = (self._owner(namespace, parent_ref) if parent_ref else None) or owner
+                parent = next((r for r in _meta(owner).get("ownerReferences") or []
+                               if r.get("controller") and r.get("kind") == "Deployment"), None)
+                if parent:
+                    owner = self._owner(namespace, (parent["kind"], parent.get("name", ""), parent.get("uid", ""))) or owner
             scales[owner["metadata"]["uid"]] = int((owner.get("spec") or {}).get("replicas", 1))
         return loose + sum(scales.values())
 
-    def _owner(self, namespace: str, ref: Obj) -> Obj | None:
-        key = _SCALED_KINDS.get(ref.get("kind", ""))
-        owner = self._objects.get(key, {}).get(namespace, {}).get(ref.get("name", "")) if key else None
-        if owner is None or owner["metadata"].get("uid") != ref.get("uid"):
+    def _owner(self, namespace: str, ref: tuple[str, str, str]) -> Obj | None:
+        kind, name, uid = ref
+        key = _SCALED_KINDS.get(kind)
+        owner = self._objects.get(key, {}).get(namespace, {}).get(name) if key else None
+        if owner is None or owner["metadata"].get("uid") != uid:
             return None
         return owner
 
     def _refresh_pdb_members(self, pdb_key: Key, pdb: Obj | None) -> None:
         if pdb is None:
-            self._pdb_members.pop(pdb_key, None)
+            self._pdb_tallies.pop(pdb_key, None)
             return
         try:
             selector = compile_label_selector((pdb.get("spec") or {}).get("selector"))
         except SelectorError:
             selector = None
-        pods = self._objects.get("pods", {}).get(pdb_key[0], {})
-        self._pdb_members[pdb_key] = {(pdb_key[0], n) for n, p in pods.items()
-                                      if labels_match(selector, _meta(p).get("labels"))}
+        tally = self._pdb_tallies[pdb_key] = _PdbTally(selector)
+        for name, pod in self._objects.get("pods", {}).get(pdb_key[0], {}).items():
+            tally.set(name, pod)
 
     def _write_pdb_status(self, namespace: str, name: str) -> None:
         rt = self.resolve("poddisruptionbudgets")
@@ -924,7 +959,8 @@ class Store:
         current = pdb.get("status") or {}
         if all(current.get(k) == v for k, v in status.items()):
             return
-        new = clone(pdb)
+        new = dict(pdb)
+        new["metadata"] = dict(pdb["metadata"])
         new["status"] = {**current, **status}
         self._commit(rt, namespace, name, new, "MODIFIED", pdb)
 
@@ -984,22 +1020,8 @@ class Store:
         elif rt.key == "poddisruptionbudgets.policy" and new is None:
             self._refresh_pdb_members((ns, name), None)
         elif rt.key == "pods":
-            pdbs = self._pdbs_in(ns)
-            if not pdbs:
-                return
-            for pdb_name, pdb in list(pdbs.items()):
-                try:
-                    selector = compile_label_selector((pdb.get("spec") or {}).get("selector"))
-                except SelectorError:
-                    continue
-                members = self._pdb_members.setdefault((ns, pdb_name), set())
-                was = (ns, name) in members
-                now_matches = new is not None and labels_match(selector, _meta(new).get("labels"))
-                if now_matches:
-                    members.add((ns, name))
-                else:
-                    members.discard((ns, name))
-                if was or now_matches:
+            for (pdb_ns, pdb_name), tally in list(self._pdb_tallies.items()):
+                if pdb_ns == ns and tally.set(name, new):
                     self._write_pdb_status(ns, pdb_name)
 
     # --- subscriptions and watches --------------------------------------------------------------
