@@ -89,8 +89,8 @@ class Fault:
     def error_body(self, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """The Status body and extra headers of an injected error."""
         assert self.status is not None
-        reason, message = REASONS.get(self.status, ("InternalError" if self.status >= 500 else "BadRequest",
-                                                   f"injected fault {self.status}"))
+        fallback = ("InternalError" if self.status >= 500 else "BadRequest", f"injected fault {self.status}")
+        reason, message = REASONS.get(self.status, fallback)
         resource = request.get("resource") or ""
         group = request.get("group") or ""
         group_resource = f"{resource}.{group}" if group else resource

@@ -252,7 +252,7 @@ def _apply_order(field: str, items: list, order: list) -> list:
         return items
     rank = {(o.get(key) if isinstance(o, dict) else o): n for n, o in enumerate(order)}
     keyed = [(rank.get(i.get(key) if isinstance(i, dict) else i, len(rank) + n), n, i) for n, i in enumerate(items)]
-    return [i for _, _, i in sorted(keyed, key=lambda t: (t[0], t[1]))]
+    return [item for _rank, _position, item in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
 def apply_patch(patch_type: str, original: Any, patch: Any) -> Any:

@@ -225,7 +225,10 @@ class Handler(BaseHTTPRequestHandler):
         if os.environ.get("GPUOPS_SIM_K8S_DEBUG"):
             super().log_message(format, *args)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = lambda self: self._handle()  # noqa: E731
+    def do_GET(self) -> None:  # pylint: disable=invalid-name  # the names http.server dispatches to
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -357,7 +360,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise not_found_status()
             return 200, document
         if path.startswith("resources:"):
-            group, _, version = path[len("resources:"):].partition("/")
+            group, _slash, version = path[len("resources:"):].partition("/")
             document = registry.resource_list(group, version)
             if document is None:
                 raise not_found_status()
@@ -396,7 +399,7 @@ class Handler(BaseHTTPRequestHandler):
             return 200, self._list(rt, namespace, query)
         if verb == "get":
             if info.subresource not in (None, "status"):
-                raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
             obj = store.get_stored(rt, namespace, info.name or "")
             if "as=Table" in (self.headers.get("Accept") or ""):
                 return 200, table(rt, [obj], obj["metadata"]["resourceVersion"], query.get("includeObject"))
@@ -451,8 +454,9 @@ class Handler(BaseHTTPRequestHandler):
     def _list(self, rt: ResourceType, namespace: str | None, query: dict[str, str]) -> Any:
         store = self.server.emulator.store
         limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
-        items, rv, token, remaining = store.list_stored(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"),
-                                                        limit=limit or None, continue_token=query.get("continue") or None)
+        page = store.list_stored(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"),
+                                 limit=limit or None, continue_token=query.get("continue") or None)
+        items, rv, token, remaining = page.items, page.resource_version, page.continue_token, page.remaining
         if "as=Table" in (self.headers.get("Accept") or ""):
             return table(rt, items, rv, query.get("includeObject"))
         meta: Obj = {"resourceVersion": rv}
@@ -532,7 +536,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _peer_closed(self) -> bool:
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
+            readable = select.select([self.connection], [], [], 0)[0]
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True

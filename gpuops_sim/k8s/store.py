@@ -51,7 +51,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from gpuops_sim.k8s.discovery import Registry, ResourceType
 from gpuops_sim.k8s.patch import PatchError, apply_patch
@@ -335,6 +335,13 @@ class StoreEvent:
         return cached
 
 
+class ListPage(NamedTuple):
+    items: list[Obj]
+    resource_version: str
+    continue_token: str | None
+    remaining: int | None
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     type: str
@@ -506,13 +513,12 @@ class Store:
              label_selector: str | LabelSelector | None = None,
              field_selector: str | FieldSelector | None = None) -> list[Obj]:
         rt = self.resolve(resource)
-        items, _, _, _ = self.list_stored(rt, namespace, label_selector, field_selector)
-        return [clone(o) for o in items]
+        return [clone(o) for o in self.list_stored(rt, namespace, label_selector, field_selector).items]
 
     def list_stored(self, rt: ResourceType, namespace: str | None, label_selector: str | LabelSelector | None = None,
                     field_selector: str | FieldSelector | None = None, limit: int | None = None,
-                    continue_token: str | None = None) -> tuple[list[Obj], str, str | None, int | None]:
-        """(stored objects, list resourceVersion, continue token, remaining count)."""
+                    continue_token: str | None = None) -> "ListPage":
+        """Stored objects (read-only!) in namespace/name order, for the HTTP layer."""
         labels = _as_label_selector(label_selector)
         fields = _as_field_selector(rt, field_selector)
         start = None
@@ -547,7 +553,7 @@ class Store:
             token = None
             if next_start is not None:
                 token = base64.urlsafe_b64encode(json.dumps({"rv": self._rv, "start": list(next_start)}).encode()).decode()
-            return selected, str(self._rv), token, remaining
+            return ListPage(selected, str(self._rv), token, remaining)
 
     def _candidate_keys(self, rt: ResourceType, namespace: str | None, fields: FieldSelector) -> list[Key]:
         bucket = self._bucket(rt)
@@ -581,7 +587,7 @@ class Store:
                 raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
             name = meta.get("name") or ""
             if not name and meta.get("generateName"):
-                name = meta["generateName"] + "".join(random.choice(_SUFFIX_ALPHABET) for _ in range(5))
+                name = meta["generateName"] + "".join(random.choice(_SUFFIX_ALPHABET) for _letter in range(5))
             if not name:
                 raise invalid(rt, "", "metadata.name", "Required value: name or generateName is required", "FieldValueRequired")
             if len(name) > 253 or not _NAME_RE.match(name):
@@ -686,7 +692,7 @@ class Store:
     def _replace(self, rt: ResourceType, ns: str, name: str, old: Obj, new: Obj, subresource: str | None,
                  dry_run: bool) -> Obj:
         if subresource not in (None, "status"):
-            raise NotFound(404, "NotFound", f"the server could not find the requested resource")
+            raise NotFound(404, "NotFound", "the server could not find the requested resource")
         if not isinstance(new.get("metadata"), dict):
             new["metadata"] = {}
         if rt.has_status:
@@ -853,7 +859,7 @@ class Store:
                           dry_run: bool = False) -> list[Obj]:
         rt = self.resolve(resource)
         with self._lock:
-            items, _, _, _ = self.list_stored(rt, namespace, label_selector, field_selector)
+            items = self.list_stored(rt, namespace, label_selector, field_selector).items
             return [self.delete(rt, _meta(o).get("namespace"), _meta(o)["name"], dry_run=dry_run) for o in items]
 
     # --- eviction and disruption budgets --------------------------------------------------------
@@ -1056,8 +1062,7 @@ class Store:
                     if event.rv > since and event.rt.key == rt.key:
                         watcher.queue.put(event)
             else:
-                items, _, _, _ = self.list_stored(rt, watcher.namespace, labels, fields)
-                for obj in items:
+                for obj in self.list_stored(rt, watcher.namespace, labels, fields).items:
                     watcher.queue.put(StoreEvent(rt, "ADDED", obj, None, int(obj["metadata"]["resourceVersion"])))
             self._watchers.setdefault(rt.key, set()).add(watcher)
         return watcher

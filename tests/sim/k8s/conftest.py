@@ -80,8 +80,8 @@ def _node_body(name: str, labels: dict[str, str] | None = None, **spec: Any) -> 
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
 
 
-def _pod_body(name: str, node: str | None = "node-1", labels: dict[str, str] | None = None, running: bool = True,
-             **metadata: Any) -> dict[str, Any]:
+def _pod_body(name: str, node: str | None = "node-1", labels: dict[str, str] | None = None,
+              running: bool = True, **metadata: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
                             "metadata": {"name": name, "labels": dict(labels or {}), **metadata},
                             "spec": {"containers": [{"name": "main", "image": "busybox"}]}}

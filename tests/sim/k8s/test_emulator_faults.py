@@ -47,7 +47,7 @@ def test_fault_count_and_selectors(emulator, core, node_body):
     core.create_node(node_body("node-2"))
     emulator.add_fault(verb="get", resource="nodes", name="node-2", status=500, count=2)
     assert core.read_node("node-1").metadata.name == "node-1"
-    for _ in range(2):
+    for _attempt in range(2):
         with pytest.raises(ApiException):
             core.read_node("node-2")
     assert core.read_node("node-2").metadata.name == "node-2"

@@ -165,10 +165,10 @@ def test_dry_run_changes_nothing(store):
 def test_list_with_limit_and_continue(store):
     for i in range(5):
         store.create("configmaps", "default", {"metadata": {"name": f"c{i}"}})
-    first, _, token, remaining = store.list_stored(store.resolve("configmaps"), "default", limit=2)
-    assert [o["metadata"]["name"] for o in first] == ["c0", "c1"] and token and remaining == 3
-    rest, _, token2, _ = store.list_stored(store.resolve("configmaps"), "default", limit=10, continue_token=token)
-    assert [o["metadata"]["name"] for o in rest] == ["c2", "c3", "c4"] and token2 is None
+    first = store.list_stored(store.resolve("configmaps"), "default", limit=2)
+    assert [o["metadata"]["name"] for o in first.items] == ["c0", "c1"] and first.continue_token and first.remaining == 3
+    rest = store.list_stored(store.resolve("configmaps"), "default", limit=10, continue_token=first.continue_token)
+    assert [o["metadata"]["name"] for o in rest.items] == ["c2", "c3", "c4"] and rest.continue_token is None
 
 
 # --- deletion --------------------------------------------------------------------------------------
