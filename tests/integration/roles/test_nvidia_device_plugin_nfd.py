@@ -1,0 +1,99 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The Node Feature Discovery options of nvidia_device_plugin, end to end on the API emulator:
+`rule` needs NFD's CRD and then creates the NodeFeatureRule; `deploy` installs the NFD chart
+through kubernetes.core.helm (the recorded helm stand-in)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from roles_helpers import STANDIN_DIR, dump_task, read_json, run_playbook
+
+from gpuops_sim.k8s import Emulator
+
+ROLE = "gpuops.nvidia.nvidia_device_plugin"
+NFD_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "nodefeaturerules.nfd.k8s-sigs.io"},
+    "spec": {"group": "nfd.k8s-sigs.io", "scope": "Cluster",
+             "names": {"kind": "NodeFeatureRule", "listKind": "NodeFeatureRuleList", "plural": "nodefeaturerules",
+                       "singular": "nodefeaturerule"},
+             "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path) -> Iterator[Path]:
+    server = Emulator()
+    server.start()
+    try:
+        path = tmp_path / "kubeconfig"
+        server.write_kubeconfig(str(path))
+        yield path
+    finally:
+        server.stop()
+
+
+def role_play(name: str, variables: dict[str, Any], out: Path) -> dict[str, Any]:
+    return {"name": name, "hosts": "localhost", "gather_facts": False,
+            "vars": variables | {"nvidia_device_plugin_node_source": "label"}, "tasks": [
+                {"name": "Role", "block": [{"name": "Apply", "ansible.builtin.include_role": {"name": ROLE}},
+                                           dump_task(out, "{'ok': true}")],
+                 "rescue": [dump_task(out, "{'failed_task': ansible_failed_task.name, 'msg': ansible_failed_result.msg}")]}]}
+
+
+def k8s_task(definition: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
+    return {"name": "Create", "kubernetes.core.k8s": {"kubeconfig": str(kubeconfig), "definition": definition}}
+
+
+def read_task(kind: str, kubeconfig: Path, out: Path, api_version: str) -> list[dict[str, Any]]:
+    return [{"name": "Read", "register": "found", "kubernetes.core.k8s_info": {"kubeconfig": str(kubeconfig), "kind": kind,
+                                                                             "api_version": api_version}},
+            dump_task(out, "found.resources")]
+
+
+def test_rule_needs_the_crd_then_creates_the_rule(tmp_path: Path, kubeconfig: Path) -> None:
+    base = {"k8s_kubeconfig": str(kubeconfig), "nvidia_device_plugin_nfd": "rule"}
+    plays = [role_play("without_crd", base, tmp_path / "without_crd.json"),
+             {"name": "crd", "hosts": "localhost", "gather_facts": False, "tasks": [k8s_task(NFD_CRD, kubeconfig)]},
+             role_play("with_crd", base, tmp_path / "with_crd.json"),
+             {"name": "read", "hosts": "localhost", "gather_facts": False,
+              "tasks": read_task("NodeFeatureRule", kubeconfig, tmp_path / "rules.json", "nfd.k8s-sigs.io/v1alpha1")
+              + read_task("DaemonSet", kubeconfig, tmp_path / "daemonsets.json", "apps/v1")}]
+    run = run_playbook(tmp_path, plays)
+    assert run.returncode == 0, run.output
+    without = read_json(tmp_path / "without_crd.json")
+    assert without["failed_task"] == "Check that Node Feature Discovery is installed"
+    assert "nodefeaturerules.nfd.k8s-sigs.io" in without["msg"]
+    assert read_json(tmp_path / "with_crd.json") == {"ok": True}
+    (rule,) = read_json(tmp_path / "rules.json")
+    match = rule["spec"]["rules"][0]
+    assert match["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert match["matchFeatures"][0]["matchExpressions"]["vendor"] == {"op": "In", "value": ["10de"]}
+    # The failed first run stopped before the DaemonSets; the second created them.
+    assert sorted(ds["metadata"]["name"] for ds in read_json(tmp_path / "daemonsets.json")) == [
+        "gpu-feature-discovery", "nvidia-device-plugin-daemonset"]
+
+
+def test_deploy_installs_the_nfd_chart(tmp_path: Path, kubeconfig: Path) -> None:
+    env = {"GPUOPS_HELM_STANDIN_DIR": str(tmp_path / "helm"), "PATH": os.pathsep.join([str(STANDIN_DIR), os.environ.get("PATH", "")])}
+    plays = [role_play("deploy", {"k8s_kubeconfig": str(kubeconfig), "nvidia_device_plugin_nfd": "deploy"}, tmp_path / "deploy.json")]
+    run = run_playbook(tmp_path, plays, extra_env=env)
+    assert run.returncode == 0, run.output
+    assert read_json(tmp_path / "deploy.json") == {"ok": True}
+    release = read_json(tmp_path / "helm" / "releases.json")["node-feature-discovery"]
+    assert (release["namespace"], release["chart"]) == ("node-feature-discovery", "node-feature-discovery-0.18.3")
+    assert release["values"]["master"]["config"]["extraLabelNs"] == ["nvidia.com"]
+    assert {"key": "gpuops.io/mig-reconfigure", "operator": "Exists"} in release["values"]["worker"]["tolerations"]
+    calls = [json.loads(line) for line in (tmp_path / "helm" / "calls.jsonl").read_text(encoding="utf-8").splitlines()]
+    upgrade = next(c for c in calls if "upgrade" in c["argv"])
+    assert "--repo=https://kubernetes-sigs.github.io/node-feature-discovery/charts" in upgrade["argv"]
+    assert upgrade["kubeconfig_content"]["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
