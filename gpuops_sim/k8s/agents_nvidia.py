@@ -381,8 +381,10 @@ class _ResourceLabels:
         if rule and not rule.rename:
             words.append("SHARED")
         replicas = 0 if self.config is None else (rule.replicas if rule else 1)
+        # GFD's resource labeler writes the sharing strategy next to the replicas of every resource.
         return {self.key("product"): "-".join(words), self.key("count"): str(count),
-                self.key("replicas"): str(replicas)}
+                self.key("replicas"): str(replicas),
+                self.key("sharing-strategy"): "time-slicing" if rule else "none"}
 
 
 def _full_gpu_labels(gpu: Mapping[str, Any], count: int, config: PluginConfig | None) -> dict[str, str]:

@@ -149,7 +149,9 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
             "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim nvml reboot --state {state}",
         }
     return {"all": {
-        "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"), "gpuops_simulated": True},
+        "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"), "gpuops_simulated": True,
+                 # The simulated GFD models every label, so the rollout cross-checks them all.
+                 "mig_reconfigure_wait_labels": "all"},
         "children": {
             "kube_control_plane": {"hosts": {CONTROLLER_HOST: {"ansible_connection": "local",
                                                                "ansible_python_interpreter": python}}},
@@ -253,7 +255,7 @@ class Cluster:
             nvml.init_node(path, pool.model, pool.gpus, mig_enabled=self.options.mig_enabled, node_name=name)
             if self.options.mig_layout:
                 layout_node(path, self.options.mig_layout)
-            node = manifests.node_manifest(name, pool.instance_type)
+            node = manifests.node_manifest(name, pool.instance_type, deploy_labels=self.options.strategy is not None)
             node["metadata"]["labels"]["gpuops.io/sim-pool"] = pool.name
             api.create("nodes", None, node)
             self.nodes.append(name)

@@ -25,13 +25,15 @@ Obj = dict[str, Any]
 
 
 def node_manifest(name: str, instance_type: str, gpu: bool = True, control_plane: bool = False,
-                  cpu: str = "96", memory: str = "1056345612Ki", pods: str = "110") -> Obj:
+                  cpu: str = "96", memory: str = "1056345612Ki", pods: str = "110", deploy_labels: bool = True) -> Obj:
+    """A Node. ``deploy_labels`` switches NVIDIA's daemons on (nvidia.com/gpu.deploy.*=true) up front;
+    without them the node waits for whoever installs the stack to switch them on, as a new node does."""
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
               "node.kubernetes.io/instance-type": instance_type}
     taints = []
     if gpu:
         labels["nvidia.com/gpu.present"] = "true"
-        for component in APP_LABELS:
+        for component in APP_LABELS if deploy_labels else ():
             labels[DEPLOY_LABEL + component] = "true"
     if control_plane:
         labels["node-role.kubernetes.io/control-plane"] = ""

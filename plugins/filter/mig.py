@@ -18,6 +18,10 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import resources
 
 DEPLOY_LABEL_PREFIX = "nvidia.com/gpu.deploy."
+# GFD labels whose values follow from names and counts alone. Memory, multiprocessor and engine
+# labels come from the MIG devices' own NVML readings, which drift by a few MiB between drivers
+# and placements, so by default the rollout does not wait on them.
+ESSENTIAL_LABEL_SUFFIXES = (".count", ".product", ".replicas", ".sharing-strategy", "mig.strategy", "mig.capable")
 PAUSED = "paused-for-mig-change"
 
 
@@ -41,10 +45,17 @@ def mig_expected_resources(
     time_slicing_replicas: Any = None,
     time_slicing_rename_by_default: Any = False,
     node: Optional[str] = None,
+    labels: str = "essential",
 ) -> Dict[str, Any]:
-    """What the node advertises once the plan is applied (see module_utils/mig/resources.py)."""
+    """What the node advertises once the plan is applied (see module_utils/mig/resources.py).
+
+    ``labels``: ``essential`` keeps the GFD labels that follow from names and counts, ``all``
+    keeps every label the model predicts.
+    """
+    if labels not in ("essential", "all"):
+        raise AnsibleFilterError("labels must be 'essential' or 'all', got %r" % (labels,))
     try:
-        return resources.expected_resources(
+        expected = resources.expected_resources(
             gpus,
             desired_layout(plan),
             strategy=strategy,
@@ -53,6 +64,9 @@ def mig_expected_resources(
         )
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from exc
+    if labels == "essential":
+        expected["labels"] = {k: v for k, v in expected["labels"].items() if k.endswith(ESSENTIAL_LABEL_SUFFIXES)}
+    return expected
 
 
 def mig_advertised_diff(node: Mapping[str, Any], expected: Mapping[str, Any]) -> List[str]:
