@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTIONS = ROOT / ".collections"
@@ -36,6 +36,11 @@ class Options:
     quick: bool
     workdir: Path      # scratch space for state files, inventories, clusters
     out: Path          # where the result files go
+    deadline: Optional[float] = None   # time.monotonic() by which the whole run should be done
+    sizes: Optional[Tuple[int, ...]] = None  # rollout_scaling sizes, when given on the command line
+
+    def remaining_s(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
 
 
 def median(values: Sequence[float]) -> float:

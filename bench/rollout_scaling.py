@@ -1,0 +1,113 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""rollout_scaling: a rolling reconfigure of 10, 100 and 1,000 simulated nodes on this machine.
+
+Every node has 8 × A100-SXM4-40GB laid out as 7 × 1g.5gb; the rollout moves them all to
+all-2g.10gb with `playbooks/mig-reconfigure.yml`, batch 10 % (`mig_rollout_batch: "10%"`). The
+simulated device plugin re-reads the GPUs only after a fixed start-up delay (PLUGIN_DELAY_S), as
+the real plugin does after a restart, so the wait step has something to wait for.
+
+Per size: wall time, controller CPU (ansible-playbook and all it started) per node, the
+simulator's CPU and its share, and how many nodes reached nvidia.com/mig.config.state=success.
+Across sizes: the growth exponent of wall time and of controller CPU (1 = linear).
+
+The baseline is the seed-001 procedure's floor: its fixed `sleep 60` once per node. In batches
+of 10 % that is 60 s per batch (10 batches: 600 s whatever the size); node by node, as its guide
+recommends for production, it is 60 s per node.
+
+A size whose projected time (the previous size's per-node time, scaled linearly) does not fit in
+what is left of the run's budget is not started; the result says so, with the projection.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, List, Optional
+
+from bench.common import Options, growth_exponent, rounded
+from bench.sim import Cluster, node_states, nodes_advertising, playbook, wait_until
+
+SIZES = (10, 100, 1000)
+QUICK_SIZES = (2, 5)
+BATCH = "10%"
+FORKS = 10
+PLUGIN_DELAY_S = 1.0
+START_LAYOUT, START_RESOURCE, START_COUNT = "1g.5gb:7", "nvidia.com/mig-1g.5gb", 56
+TARGET_CONFIG = "all-2g.10gb"
+SEED_SLEEP_S = 60
+MARGIN_S = 30  # cluster start and teardown around a measured run
+
+
+def batches(nodes: int, percent: float = 10.0) -> int:
+    size = max(1, int(nodes * percent / 100.0))
+    return math.ceil(nodes / size)
+
+
+def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str, Any]:
+    cluster = Cluster.up(options.workdir / f"rollout_{nodes}", nodes=nodes, gpus=8, model="a100", strategy="mixed",
+                         mig_layout=START_LAYOUT, plugin_delay=PLUGIN_DELAY_S)
+    try:
+        wait_until(lambda: nodes_advertising(cluster, START_RESOURCE, START_COUNT) == nodes, 60 + nodes,
+                   f"{nodes} nodes advertising their starting layout")
+        sim_cpu = cluster.cpu_seconds()
+        run = playbook(cluster, "mig-reconfigure.yml",
+                       {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": TARGET_CONFIG, "mig_rollout_batch": BATCH},
+                       forks=FORKS, timeout=budget_s)
+        sim_cpu = cluster.cpu_seconds() - sim_cpu
+        states = node_states(cluster)
+    finally:
+        cluster.down()
+    succeeded = states.get("success", 0)
+    return {
+        "nodes": nodes,
+        "finished": run.rc == 0 and succeeded == nodes,
+        "nodes_succeeded": succeeded,
+        "rc": run.rc,
+        "wall_s": rounded(run.wall_s, 1),
+        "wall_per_node_s": rounded(run.wall_s / nodes, 3),
+        "controller_cpu_s": rounded(run.cpu_s, 1),
+        "controller_cpu_per_node_s": rounded(run.cpu_s / nodes, 3),
+        "module_runs_per_node": run.module_runs(cluster.nodes)["per_node"],
+        "simulator_cpu_s": rounded(sim_cpu, 1),
+        "simulator_share_of_wall": rounded(sim_cpu / run.wall_s, 3) if run.wall_s else None,
+        "simulator_share_of_cpu": rounded(sim_cpu / (sim_cpu + run.cpu_s), 3) if run.cpu_s else None,
+        "seed_001_floor_batched_s": batches(nodes) * SEED_SLEEP_S,
+        "seed_001_floor_node_by_node_s": nodes * SEED_SLEEP_S,
+    }
+
+
+def run(options: Options) -> Dict[str, Any]:
+    started = time.perf_counter()
+    sizes = options.sizes or (QUICK_SIZES if options.quick else SIZES)
+    results: List[Dict[str, Any]] = []
+    for nodes in sizes:
+        remaining = options.remaining_s()
+        projected = None
+        if results and results[-1]["finished"]:
+            projected = results[-1]["wall_per_node_s"] * nodes
+        if projected is not None and projected + MARGIN_S > remaining:
+            results.append({"nodes": nodes, "finished": False, "not_run": True,
+                            "projected_wall_s": rounded(projected, 0),
+                            "reason": f"projected {projected:.0f} s (linear from {results[-1]['nodes']} nodes) "
+                                      f"> {max(remaining, 0):.0f} s left of the run's budget"})
+            continue
+        budget = None if remaining == float("inf") else max(remaining - MARGIN_S, 60.0)
+        results.append(measure(options, nodes, budget))
+
+    measured = [r for r in results if r.get("finished")]
+    largest = measured[-1] if measured else None
+    return {
+        "figure": "rollout_scaling",
+        "unit": "rolling reconfigure, 8 GPUs per node, batch 10 %, forks 10",
+        "change": "7 x 1g.5gb -> all-2g.10gb on every GPU (A100-SXM4-40GB, mixed strategy)",
+        "plugin_delay_s": PLUGIN_DELAY_S,
+        "sizes": results,
+        "growth_exponent_wall": rounded(growth_exponent([r["nodes"] for r in measured], [r["wall_s"] for r in measured]), 2),
+        "growth_exponent_controller_cpu": rounded(
+            growth_exponent([r["nodes"] for r in measured], [r["controller_cpu_s"] for r in measured]), 2),
+        "largest_finished": largest["nodes"] if largest else 0,
+        "target": "growth exponent <= 1 (linear or better), 1,000 nodes finishing",
+        "wall_s": rounded(time.perf_counter() - started, 1),
+    }

@@ -1,0 +1,261 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Simulated clusters and Ansible runs for the benchmarks.
+
+A cluster runs detached (`python -m gpuops_sim cluster up --detach`), so its process is separate
+from the controller and its CPU time can be read from /proc: that is the simulator's share.
+Ansible runs as a child process; its CPU (controller, forks and module processes) is read with
+os.times() after it is waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from bench.common import BIN, PYTHON, ROOT, Stopwatch, process_cpu_seconds
+
+CALLBACKS = ROOT / "bench" / "callback_plugins"
+
+
+class BenchError(RuntimeError):
+    """A benchmark step failed; the message says which and shows the end of its output."""
+
+
+def sim(*args: str, timeout: int = 900) -> str:
+    command = [PYTHON, "-m", "gpuops_sim", *args]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"{' '.join(command[1:])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+@dataclass
+class Cluster:
+    directory: Path
+    url: str
+    pid: int
+    nodes: List[str]
+
+    @classmethod
+    def up(cls, directory: Path, nodes: int, gpus: int = 8, model: str = "a100", strategy: str = "mixed",
+           mig_layout: Optional[str] = None, plugin_delay: float = 0.2, extra: Sequence[str] = ()) -> "Cluster":
+        directory.mkdir(parents=True, exist_ok=True)
+        args = ["cluster", "up", "--dir", str(directory), "--nodes", str(nodes), "--model", model, "--gpus", str(gpus),
+                "--strategy", strategy, "--plugin-delay", str(plugin_delay), "--gfd-interval", "3600", "--detach", *extra]
+        if mig_layout:
+            args += ["--mig-layout", mig_layout]
+        sim(*args)
+        described = json.loads((directory / "cluster.json").read_text())
+        return cls(directory=directory, url=described["url"], pid=int(described["pid"]), nodes=list(described["nodes"]))
+
+    def down(self) -> None:
+        sim("cluster", "down", "--dir", str(self.directory))
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.down()
+
+    @property
+    def inventory(self) -> Path:
+        return self.directory / "inventory.yml"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    def cpu_seconds(self) -> float:
+        """CPU the simulator process (API emulator and node agents) has used so far."""
+        value = process_cpu_seconds(self.pid)
+        if value is None:
+            raise BenchError(f"the simulator process {self.pid} is gone; see {self.directory / 'cluster.log'}")
+        return value
+
+    def _call(self, method: str, path: str, body: Optional[Any] = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"} if data else {})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            payload = answer.read()
+        return json.loads(payload) if payload else None
+
+    def requests(self) -> List[Dict[str, Any]]:
+        return self._call("GET", "/_sim/requests")["items"]
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "/_sim/requests")
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def patch_node(self, name: str, body: Dict[str, Any]) -> Any:
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/api/v1/nodes/{name}", data=data, method="PATCH",
+                                         headers={"Content-Type": "application/merge-patch+json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read())
+
+    def delete(self, path: str) -> None:
+        self._call("DELETE", path)
+
+    def pods_on(self, node: str, namespace: Optional[str] = None) -> List[Dict[str, Any]]:
+        base = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        return self.get(f"{base}?fieldSelector=spec.nodeName%3D{node}")["items"]
+
+    def workload(self, name: str, resource: str, count: int, node: Optional[str] = None,
+                 recreate: bool = False) -> None:
+        args = ["cluster", "workload", "--dir", str(self.directory), "--name", name, "--resource", resource,
+                "--count", str(count)]
+        if node:
+            args += ["--node", node]
+        if not recreate:
+            args.append("--no-recreate")
+        sim(*args)
+
+
+def requests_summary(records: Sequence[Dict[str, Any]], nodes: int) -> Dict[str, Any]:
+    """Request-log records per node, by verb and by resource."""
+    verbs = Counter(r.get("verb") for r in records)
+    resources = Counter("/".join(filter(None, (r.get("resource"), r.get("subresource")))) for r in records)
+    per_node = len(records) / nodes if nodes else float("nan")
+    return {
+        "total": len(records),
+        "per_node": round(per_node, 2),
+        "by_verb": dict(sorted(verbs.items(), key=lambda kv: (-kv[1], str(kv[0])))),
+        "by_resource": dict(sorted(resources.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+
+
+@dataclass
+class AnsibleRun:
+    rc: int
+    output: str
+    wall_s: float
+    cpu_s: float                      # ansible-playbook and everything it started
+    counts: Dict[str, Any] = field(default_factory=dict)
+
+    def recap(self) -> Dict[str, Dict[str, int]]:
+        import re  # pylint: disable=import-outside-toplevel
+
+        recap: Dict[str, Dict[str, int]] = {}
+        for host, counters in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", self.output, re.M):
+            recap[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
+        return recap
+
+    @property
+    def changed(self) -> int:
+        return sum(c.get("changed", 0) for c in self.recap().values())
+
+    @property
+    def failed(self) -> int:
+        return sum(c.get("failed", 0) + c.get("unreachable", 0) for c in self.recap().values())
+
+    def module_runs(self, hosts: Sequence[str]) -> Dict[str, Any]:
+        """Module runs per host (mean over ``hosts``) and the actions of a typical host."""
+        modules = self.counts.get("modules", {})
+        totals = [sum(modules.get(h, {}).values()) for h in hosts]
+        sample = modules.get(hosts[0], {}) if hosts else {}
+        return {
+            "per_node": round(sum(totals) / len(totals), 2) if totals else None,
+            "first_node_by_action": dict(sorted(sample.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+
+
+def ansible_env(counts_file: Optional[Path] = None, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    })
+    if counts_file is not None:
+        env["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACKS)
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "gpuops.nvidia.mig_rollout,bench_counts"
+        env["BENCH_COUNTS_FILE"] = str(counts_file)
+    env.update(extra or {})
+    return env
+
+
+def run_ansible(command: List[str], log: Path, counts_file: Optional[Path] = None, timeout: Optional[float] = None,
+                env: Optional[Dict[str, str]] = None) -> AnsibleRun:
+    """Run an ansible CLI from the repository root (its ansible.cfg resolves the collection)."""
+    full_env = ansible_env(counts_file, env)
+    with Stopwatch() as watch:
+        # A session of its own, so a run past its budget is stopped with every worker it forked.
+        proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            rc = -9
+            output += f"\n[bench] stopped after the {timeout:.0f} s budget\n"
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(f"$ {' '.join(command)}\n{output}\n")
+    counts = {}
+    if counts_file is not None and counts_file.exists():
+        counts = json.loads(counts_file.read_text())
+        counts_file.unlink()
+    return AnsibleRun(rc=rc, output=output, wall_s=watch.wall, cpu_s=watch.cpu_children, counts=counts)
+
+
+def playbook(cluster: Cluster, name: str, extra_vars: Dict[str, Any], forks: int = 10, limit: Optional[str] = None,
+             timeout: Optional[float] = None, count: bool = True, env: Optional[Dict[str, str]] = None) -> AnsibleRun:
+    vars_file = cluster.directory / f"bench-vars-{time.monotonic_ns()}.yml"
+    vars_file.write_text(yaml.safe_dump(extra_vars))
+    command = [str(BIN / "ansible-playbook"), "-i", str(cluster.inventory), str(ROOT / "playbooks" / name),
+               "-e", f"@{vars_file}", "-f", str(forks)]
+    if limit:
+        command += ["--limit", limit]
+    counts_file = cluster.directory / "bench-counts.json" if count else None
+    return run_ansible(command, cluster.directory / "ansible.log", counts_file, timeout, env)
+
+
+def ping(cluster: Cluster, forks: int, pattern: str = "gpu_nodes") -> AnsibleRun:
+    command = [str(BIN / "ansible"), pattern, "-i", str(cluster.inventory), "-m", "ansible.builtin.ping", "-f", str(forks)]
+    return run_ansible(command, cluster.directory / "ansible.log")
+
+
+def require_success(run: AnsibleRun, what: str) -> None:
+    if run.rc != 0:
+        raise BenchError(f"{what} failed (rc {run.rc}):\n{run.output[-4000:]}")
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll ``predicate`` until true (benchmark set-up only; the product never sleeps blindly)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def nodes_advertising(cluster: Cluster, resource: str, count: int) -> int:
+    """How many GPU nodes advertise ``count`` of ``resource`` as allocatable."""
+    items = cluster.get("/api/v1/nodes?labelSelector=nvidia.com%2Fgpu.present%3Dtrue")["items"]
+    return sum(1 for n in items if str((n.get("status") or {}).get("allocatable", {}).get(resource)) == str(count))
+
+
+def node_states(cluster: Cluster) -> Dict[str, int]:
+    """GPU nodes per nvidia.com/mig.config.state label value ("" when unlabelled)."""
+    items = cluster.get("/api/v1/nodes?labelSelector=nvidia.com%2Fgpu.present%3Dtrue")["items"]
+    return dict(Counter(((n["metadata"].get("labels") or {}).get("nvidia.com/mig.config.state", "")) for n in items))
