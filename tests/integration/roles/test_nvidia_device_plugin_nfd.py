@@ -55,9 +55,8 @@ def k8s_task(definition: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
 
 
 def read_task(kind: str, kubeconfig: Path, out: Path, api_version: str) -> list[dict[str, Any]]:
-    return [{"name": "Read", "register": "found", "kubernetes.core.k8s_info": {"kubeconfig": str(kubeconfig), "kind": kind,
-                                                                             "api_version": api_version}},
-            dump_task(out, "found.resources")]
+    read = {"kubeconfig": str(kubeconfig), "kind": kind, "api_version": api_version}
+    return [{"name": "Read", "register": "found", "kubernetes.core.k8s_info": read}, dump_task(out, "found.resources")]
 
 
 def test_rule_needs_the_crd_then_creates_the_rule(tmp_path: Path, kubeconfig: Path) -> None:

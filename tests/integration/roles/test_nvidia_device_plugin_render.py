@@ -116,8 +116,8 @@ def test_per_node_configs_come_from_the_inventory(rendered: dict[str, Any]) -> N
     ({}, "mixed", ()),  # no label: DEFAULT_CONFIG
 ])
 @pytest.mark.parametrize("daemon", ["device-plugin", "gpu-feature-discovery"])
-def test_each_daemon_loads_the_config_its_node_label_names(rendered: dict[str, Any], daemon: str, labels: dict[str, str],
-                                                          strategy: str, sharing: tuple) -> None:
+def test_each_daemon_loads_the_config_its_node_label_names(
+        rendered: dict[str, Any], daemon: str, labels: dict[str, str], strategy: str, sharing: tuple) -> None:
     config = loaded_config(rendered["inventory_mixed"], daemon, labels)
     assert config.mig_strategy == strategy
     assert tuple((s.name, s.replicas, s.rename) for s in config.time_slicing) == sharing
@@ -145,8 +145,8 @@ def test_mig_needs_sys_admin_and_plain_gpus_drop_every_capability(rendered: dict
     mig = daemonset(rendered["inventory_mixed"], "nvidia-device-plugin-daemonset")["spec"]["template"]["spec"]
     plain = daemonset(rendered["label_none_without_gfd"], "nvidia-device-plugin-daemonset")["spec"]["template"]["spec"]
     assert daemons.pod_roles(mig)["device-plugin"]["securityContext"] == {"capabilities": {"add": ["SYS_ADMIN"]}}
-    assert daemons.pod_roles(plain)["device-plugin"]["securityContext"] == {"allowPrivilegeEscalation": False,
-                                                                           "capabilities": {"drop": ["ALL"]}}
+    assert daemons.pod_roles(plain)["device-plugin"]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     assert {"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"} in daemons.pod_roles(mig)["device-plugin"]["env"]
     assert "NVIDIA_MIG_MONITOR_DEVICES" not in {e["name"] for e in daemons.pod_roles(plain)["device-plugin"]["env"]}
 
@@ -206,8 +206,8 @@ def test_a_changed_config_changes_the_pod_template(rendered: dict[str, Any]) -> 
     # Whole GPUs time-sliced 2x and renamed.
     ([], {"nvidia.com/device-plugin.config": "mixed-ts2-renamed"}, {"nvidia.com/gpu.shared": 16}),
 ])
-def test_a_node_advertises_what_its_config_implies(rendered: dict[str, Any], tmp_path: Path, layout: list[str],
-                                                    labels: dict[str, str], expected: dict[str, int]) -> None:
+def test_a_node_advertises_what_its_config_implies(
+        rendered: dict[str, Any], tmp_path: Path, layout: list[str], labels: dict[str, str], expected: dict[str, int]) -> None:
     path = tmp_path / "node.json"
     nvml_state.init_node(path, "A100-SXM4-40GB", 8, mig_enabled=bool(layout))
     if layout:
