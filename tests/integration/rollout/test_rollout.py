@@ -95,8 +95,8 @@ def _gpu_mig_uuids(cluster, node, index):
 def small(sim_cluster):
     """Three 2-GPU A100 nodes installed with all-1g.5gb under the mixed strategy."""
     cluster = sim_cluster(["a100:3:A100-40GB:2"])
-    cluster.common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_rollout_batch=1"]
-    cluster.playbook("mig-reconfigure.yml", *cluster.common, "-e", "mig_config_name=all-1g.5gb")
+    cluster.common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_rollout_batch=1", "-e", "mig_reconfigure_wait_timeout=120"]
+    cluster.playbook("nvidia-gpu-operator.yml", *cluster.common, "-e", "mig_config_name=all-1g.5gb")
     return cluster
 
 
@@ -204,3 +204,89 @@ def test_a_process_that_never_releases_the_gpu_fails_the_node(small):
     assert node["metadata"]["labels"][STATE] == "failed"
     assert TAINT in taints(node)
     assert node["metadata"]["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true"
+
+
+def test_mode_change_that_needs_a_reboot(sim_cluster):
+    """A VM without GPU reset: disabling MIG stays pending until the node reboots."""
+    from gpuops_sim import nvml
+    cluster = sim_cluster(["a100:1:A100-40GB:2"])
+    common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_reconfigure_wait_timeout=120"]
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=all-1g.5gb")
+    node = cluster.nodes[0]
+    nvml.set_setting(cluster.cluster.state_path(node), "reset_policy", "reboot")
+
+    refused = cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-disabled", check=False)
+    assert refused.rc != 0
+    assert "mig_allow_reboot" in refused.output
+    assert cluster.node(node)["metadata"]["labels"][STATE] == "failed"
+
+    cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-disabled", "-e", "mig_allow_reboot=true")
+    assert all(not gpu["mig"]["current"] for gpu in cluster.nvml(node)["gpus"])
+    obj = cluster.node(node)
+    assert obj["metadata"]["labels"][STATE] == "success"
+    assert obj["status"]["allocatable"]["nvidia.com/gpu"] == "2"
+    assert TAINT not in taints(obj)
+
+
+def test_a_node_that_does_not_come_back_ready_after_reboot_fails(sim_cluster, tmp_path):
+    from gpuops_sim import nvml
+    cluster = sim_cluster(["a100:1:A100-40GB:1"])
+    common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_reconfigure_wait_timeout=120"]
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=all-1g.5gb")
+    node = cluster.nodes[0]
+    state = cluster.cluster.state_path(node)
+    nvml.set_setting(state, "reset_policy", "reboot")
+    # The node's kubelet never reports Ready after this reboot.
+    script = tmp_path / "reboot-and-stay-down.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        "from kubernetes import client, config\n"
+        f"subprocess.run([sys.executable, '-m', 'gpuops_sim', 'nvml', 'reboot', '--state', {state!r}], check=True)\n"
+        f"config.load_kube_config({str(cluster.cluster.kubeconfig)!r})\n"
+        f"client.CoreV1Api().patch_node_status({node!r}, "
+        "{'status': {'conditions': [{'type': 'Ready', 'status': 'False', 'reason': 'KubeletNotReady'}]}})\n")
+    import sys
+    run = cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-disabled", "-e", "mig_allow_reboot=true",
+                           "-e", "mig_reconfigure_reboot_timeout=3",
+                           "-e", f"mig_reconfigure_reboot_command='{sys.executable} {script}'", check=False)
+    assert run.rc != 0
+    obj = cluster.node(node)
+    assert obj["metadata"]["labels"][STATE] == "failed"
+    assert TAINT in taints(obj)
+    assert "Ready" in obj["metadata"]["annotations"]["gpuops.io/mig-reconfigure.message"]
+
+
+def test_controller_killed_mid_rollout_and_rerun_converges(small):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[3]
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(small.directory / "inventory.yml"),
+               str(root / "playbooks" / "mig-reconfigure.yml"), *small.common, "-e", "mig_config_name=all-3g.20gb"]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if any(TAINT in taints(small.node(n)) for n in small.nodes):
+                break
+            assert process.poll() is None, "the playbook ended before tainting any node"
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no node was tainted in time")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert any(TAINT in taints(small.node(n)) for n in small.nodes)
+
+    small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-3g.20gb")
+    for node_name in small.nodes:
+        node = small.node(node_name)
+        assert small.layout(node_name) == [["3g.20gb", "3g.20gb"]] * 2
+        assert node["metadata"]["labels"][STATE] == "success"
+        assert TAINT not in taints(node)
+        assert node["metadata"]["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true"
