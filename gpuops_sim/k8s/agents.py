@@ -118,7 +118,7 @@ class Reactor:
                 self._call(*item)
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
-                _, _, timer, fn, args = heapq.heappop(self._timers)
+                _due, _order, timer, fn, args = heapq.heappop(self._timers)
                 if not timer.cancelled:
                     self._call(fn, args)
 
@@ -154,7 +154,7 @@ def _now() -> str:
 
 
 def random_suffix(length: int = 5) -> str:
-    return "".join(random.choice(_NAME_ALPHABET) for _ in range(length))
+    return "".join(random.choice(_NAME_ALPHABET) for _position in range(length))
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
@@ -886,7 +886,7 @@ class Agents:
                 and not _pod_terminal(p)]
         wanted = int((rs.get("spec") or {}).get("replicas", 1))
         template = (rs.get("spec") or {}).get("template") or {}
-        for _ in range(wanted - len(mine)):
+        for _missing in range(wanted - len(mine)):
             meta = template.get("metadata") or {}
             pod = {"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": f"{key[1]}-{random_suffix()}", "namespace": key[0],
@@ -898,7 +898,7 @@ class Agents:
             created = self.api.create("pods", key[0], pod)
             self.pods[_key(created)] = created
             self._schedule(created)
-        for pod in sorted(mine, key=lambda p: _pod_ready(p))[:max(0, len(mine) - wanted)]:
+        for pod in sorted(mine, key=_pod_ready)[:max(0, len(mine) - wanted)]:
             self._safe_delete("pods", *_key(pod))
         ready = sum(1 for p in mine if _pod_ready(p))
         status = {"replicas": len(mine), "readyReplicas": ready, "availableReplicas": ready,

@@ -270,9 +270,9 @@ def plugin_inventory(state: Mapping[str, Any], config: PluginConfig) -> dict[str
             raise PluginError("invalid MIG configuration: more than one MIG device type present on node")
         if full:
             raise PluginError("all devices on the node must be configured with the same migEnabled value")
-        resources[GPU_RESOURCE] = [d[1] for _, d in migs]
+        resources[GPU_RESOURCE] = [d[1] for _gpu, d in migs]
     elif config.mig_strategy == "mixed":
-        for _, (profile, uuid, gi, ci) in migs:
+        for _gpu, (profile, uuid, gi, ci) in migs:
             if _is_whole_instance(gi, ci):
                 resources.setdefault(mig_resource_name(profile), []).append(uuid)
     return _apply_sharing(resources, config)
@@ -302,7 +302,7 @@ def _model(gpu: Mapping[str, Any]) -> Any:
 def compute_capability(gpu: Mapping[str, Any]) -> tuple[int, int]:
     given = gpu.get("cuda_compute_capability") or gpu.get("compute_capability")
     if given:
-        major, _, minor = str(given).partition(".")
+        major, _dot, minor = str(given).partition(".")
         return int(major), int(minor or 0)
     model = _model(gpu)
     if model is not None:
@@ -442,9 +442,9 @@ def _single_labels(gpus: list[Mapping[str, Any]], config: PluginConfig) -> dict[
     if any(not _mig_devices(g) for g in enabled) or len(enabled) != len(gpus):
         return _invalid_single_labels(enabled[0])
     devices = [(gpu, d) for gpu in enabled for d in _mig_devices(gpu)]
-    if len({d[0] for _, d in devices}) != 1:
+    if len({d[0] for _gpu, d in devices}) != 1:
         return _invalid_single_labels(enabled[0])
-    gpu, (profile, _, gi, ci) = devices[0]
+    gpu, (profile, _uuid, gi, ci) = devices[0]
     return _mig_resource_labels(GPU_RESOURCE, gpu, profile, gi, ci, len(devices), config)
 
 
@@ -454,7 +454,7 @@ def _mixed_labels(gpus: list[Mapping[str, Any]], config: PluginConfig) -> dict[s
     for gpu in gpus:
         if not _mig_enabled(gpu):
             continue
-        for profile, _, gi, ci in _mig_devices(gpu):
+        for profile, _uuid, gi, ci in _mig_devices(gpu):
             first.setdefault(profile, (gpu, gi, ci))
             counts[profile] = counts.get(profile, 0) + 1
     labels: dict[str, str] = {}
@@ -469,7 +469,7 @@ def _version_labels(state: Mapping[str, Any]) -> dict[str, str]:
     parts = driver.split(".")
     major, minor = parts[0], parts[1] if len(parts) > 1 else "0"
     rev = parts[2] if len(parts) > 2 else ""
-    cuda_major, _, cuda_minor = str(state.get("cuda_version") or "0.0").partition(".")
+    cuda_major, _dot, cuda_minor = str(state.get("cuda_version") or "0.0").partition(".")
     cuda_minor = cuda_minor or "0"
     return {
         "nvidia.com/cuda.driver.major": major,

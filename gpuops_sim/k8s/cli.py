@@ -124,7 +124,7 @@ def _options(args: argparse.Namespace):
     from gpuops_sim.k8s.cluster import ClusterOptions  # pylint: disable=import-outside-toplevel
     layout = []
     for item in args.mig_layout or []:
-        profile, _, count = item.partition(":")
+        profile, _colon, count = item.partition(":")
         layout += [profile] * int(count or 1)
     return ClusterOptions(
         pools=_pools(args), strategy=args.strategy, mig_enabled=args.mig_enabled or bool(layout), mig_layout=layout,

@@ -58,7 +58,7 @@ def parse_nodes_spec(text: str, gpus: int) -> list[Pool]:
     """``MODEL:COUNT,MODEL:COUNT`` (``--nodes-spec``); every node gets ``gpus`` GPUs."""
     pools = []
     for i, item in enumerate(p for p in text.split(",") if p.strip()):
-        model, _, count = item.strip().rpartition(":")
+        model, _colon, count = item.strip().rpartition(":")
         if not model:
             raise ValueError(f"nodes-spec: {item!r} is not MODEL:COUNT")
         pools.append(_pool(f"pool{i}", count, model, str(gpus), item))
@@ -86,7 +86,7 @@ def _model(name: str) -> Any:
 def node_names(pools: Iterable[Pool]) -> list[tuple[str, Pool]]:
     names = []
     for pool in pools:
-        for _ in range(pool.count):
+        for _index in range(pool.count):
             names.append((f"{NODE_PREFIX}{len(names) + 1}", pool))
     return names
 
