@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pytest
 
-import gpuops_sim.nvml as nvml
+from gpuops_sim import nvml
 from gpuops_sim.k8s import workload as manifests
 from gpuops_sim.k8s.agents import DEVICE_IDS_ANNOTATION, AgentSettings, Agents
 from gpuops_sim.k8s.agents_api import MemoryApi
@@ -306,8 +306,7 @@ def test_time_sliced_replicas_share_a_gpu(make_sim):
     spec = manifests.WorkloadSpec(name="ts", resource="nvidia.com/gpu", count=4, recreate=False)
     for kind, obj in manifests.workload_objects(spec):
         sim.api.create(kind, "default", obj)
-    pods = wait_for(lambda: (ps := sim.pods("ts-")) and all(p.get("status", {}).get("phase") == "Running"
-                                                             for p in ps) and ps)
+    pods = wait_for(lambda: (ps := sim.pods("ts-")) and all(p.get("status", {}).get("phase") == "Running" for p in ps) and ps)
     gpu_uuid = nvml.show(sim.path())["gpus"][0]["uuid"]
     assert {p["metadata"]["annotations"][DEVICE_IDS_ANNOTATION] for p in pods} == {gpu_uuid}
     assert len(nvml.show(sim.path())["gpus"][0]["processes"]) == 4

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-import gpuops_sim.nvml as nvml
+from gpuops_sim import nvml
 from gpuops_sim.cli import main
 from gpuops_sim.k8s import cluster, workload as manifests
 from gpuops_sim.k8s.agents_api import MemoryApi
@@ -24,7 +24,7 @@ def test_pools_from_the_command_line():
     assert cluster.parse_pool("big:2:H100:8") == cluster.Pool("big", 2, "H100", 8)
     pools = cluster.parse_nodes_spec("A100-40GB:2,H100:1", gpus=4)
     assert [(p.count, p.model, p.gpus) for p in pools] == [(2, "A100-40GB", 4), (1, "H100", 4)]
-    assert [n for n, _ in cluster.node_names(pools)] == ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
+    assert [n for n, _pool in cluster.node_names(pools)] == ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
     with pytest.raises(ValueError, match="NAME:COUNT:MODEL:GPUS"):
         cluster.parse_pool("x:1:A100")
     with pytest.raises(ValueError, match="unknown GPU model"):
@@ -63,14 +63,14 @@ def test_inventory_is_parseable_by_ansible_inventory(tmp_path):
 def test_workload_objects_and_validation():
     objects = manifests.workload_objects(manifests.WorkloadSpec(
         name="w", resource="nvidia.com/mig-1g.5gb", count=3, per_pod=2, pdb_max_unavailable="1", node="gpu-node-1"))
-    assert [k for k, _ in objects] == ["poddisruptionbudgets", "replicasets"]
+    assert [k for k, _obj in objects] == ["poddisruptionbudgets", "replicasets"]
     assert objects[0][1]["spec"] == {"selector": {"matchLabels": {"app": "w"}}, "maxUnavailable": 1}
     template = objects[1][1]["spec"]["template"]["spec"]
     assert template["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-1g.5gb": "2"}
     assert template["nodeSelector"] == {"kubernetes.io/hostname": "gpu-node-1"}
     bare = manifests.workload_objects(manifests.WorkloadSpec(name="b", resource="nvidia.com/gpu", count=2,
                                                              recreate=False))
-    assert [o["metadata"]["name"] for _, o in bare] == ["b-0", "b-1"]
+    assert [o["metadata"]["name"] for _kind, o in bare] == ["b-0", "b-1"]
     with pytest.raises(ValueError, match="resource"):
         manifests.WorkloadSpec(name="b", resource="cpu", count=1).validate()
     with pytest.raises(ValueError, match="name"):
