@@ -96,13 +96,18 @@ DEVICE_FILTER = re.compile(r"^0x[0-9A-F]{4}10DE(:0x[0-9A-F]{8})?$")
 PROFILE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g\.(?P<gb>\d+)gb(?:\+me|\+me\.all|\+gfx)?(?:-me)?$")
 
 
+def is_integer(value: Any) -> bool:
+    """An integer and not a bool (bool is an int subclass, but `true` is no GPU index or count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def entry_problems(entry: Any) -> list[str]:
     """mig-parted v1 rules for one entry of a named config; empty when the entry is valid."""
     if not isinstance(entry, dict):
         return ["entry is not a mapping"]
     problems = ["unexpected field %r" % key for key in entry if key not in ENTRY_KEYS]
     devices = entry.get("devices")
-    if devices != "all" and not (isinstance(devices, list) and all(type(i) is int and i >= 0 for i in devices)):
+    if devices != "all" and not (isinstance(devices, list) and all(is_integer(i) and i >= 0 for i in devices)):
         problems.append("devices must be 'all' or a list of GPU indices, got %r" % (devices,))
     enabled = entry.get("mig-enabled")
     if not isinstance(enabled, bool):
@@ -119,9 +124,9 @@ def entry_problems(entry: Any) -> list[str]:
                 problems.append("mig-devices key %r is not a MIG profile" % (profile,))
             elif match.group("c") and int(match.group("c")) > int(match.group("g")):
                 problems.append("profile %r has more compute slices than GPU slices" % (profile,))
-            if type(count) is not int or count < 0:
+            if not is_integer(count) or count < 0:
                 problems.append("count of %r must be an integer >= 0, got %r" % (profile, count))
-        if mig_devices and not any(type(c) is int and c > 0 for c in mig_devices.values()):
+        if mig_devices and not any(is_integer(c) and c > 0 for c in mig_devices.values()):
             problems.append("mig-devices has no count above 0")
     if "device-filter" in entry:
         problems.extend(filter_problems(entry["device-filter"]))
