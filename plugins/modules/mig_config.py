@@ -65,6 +65,16 @@ options:
     type: str
     choices: [leave, fail]
     default: leave
+  in_use:
+    description:
+      - What to do when the plan would destroy a GPU instance, or change the MIG mode of a GPU, that processes use.
+      - V(fail) refuses the plan and changes nothing.
+      - V(ignore) plans as if the processes were gone, with a warning. Use it to plan before the processes are moved
+        (the P(gpuops.nvidia.mig_reconfigure#role) role plans this way, then evicts the pods on the devices the plan
+        changes); NVML still refuses to destroy an instance that is in use when the plan is applied.
+    type: str
+    choices: [fail, ignore]
+    default: fail
   allow_pending:
     description:
       - Succeed even when a MIG mode change stays pending (the GPU could not be reset). RV(reset_required) or
@@ -276,7 +286,7 @@ def run(module, nvml, spec):
         except ValueError as exc:
             module.fail_json(msg=str(exc))
     try:
-        plan = build_plan(name, entries, gpus, devices=devices, unmatched_gpus=params["unmatched_gpus"])
+        plan = build_plan(name, entries, gpus, devices=devices, unmatched_gpus=params["unmatched_gpus"], in_use=params["in_use"])
     except PlanError as exc:
         module.fail_json(msg="config %r cannot be applied; nothing was changed: %s" % (name, exc), problems=exc.problems)
     for warning in plan.warnings:
@@ -326,6 +336,7 @@ def main() -> None:
             "config_name": {"type": "str"},
             "devices": {"type": "raw", "default": "all"},
             "unmatched_gpus": {"type": "str", "default": "leave", "choices": ["leave", "fail"]},
+            "in_use": {"type": "str", "default": "fail", "choices": ["fail", "ignore"]},
             "allow_pending": {"type": "bool", "default": False},
             "reset": {"type": "bool", "default": True},
             "reset_command": {"type": "list", "elements": "str", "default": list(DEFAULT_RESET_COMMAND)},

@@ -333,8 +333,22 @@ def _check_exclusive_media(gpu: Gpu, wanted: Dict[int, int], profiles: Dict[int,
         )
 
 
-def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPlan, List[str]]:
-    """The plan for one GPU, plus the problems that forbid applying it."""
+def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str, in_use: str = "fail") -> Tuple[GpuPlan, List[str]]:
+    """The plan for one GPU, plus the problems that forbid applying it.
+
+    ``in_use="ignore"`` plans as if the processes on the GPU were gone (the rollout evicts their pods
+    before applying): instances they hold may be destroyed and the mode may change, with a warning.
+    """
+    plan, problems, busy = _plan_gpu(gpu, entry, config)
+    if in_use == "ignore":
+        plan.warnings.extend(busy)
+    else:
+        problems.extend(busy)
+    return plan, problems
+
+
+def _plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPlan, List[str], List[str]]:
+    """The plan for one GPU, the problems that forbid it, and those that only processes cause."""
     plan = GpuPlan(
         index=gpu.index,
         uuid=gpu.uuid,
@@ -344,8 +358,9 @@ def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPl
         before_instances=list(gpu.instances),
     )
     problems: List[str] = []
+    busy: List[str] = []
     if entry is None:
-        return plan, problems
+        return plan, problems, busy
     where = "config %r entry %d:" % (config, entry.position)
     plan.entry = entry.position
     plan.desired_enabled = entry.mig_enabled
@@ -354,7 +369,7 @@ def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPl
             problems.append("%s GPU %d (%s) is not MIG-capable but the entry sets mig-enabled: true" % (where, gpu.index, gpu.name))
         # A GPU without MIG is already "disabled": nothing to do.
         plan.desired_enabled = gpu.mig_current if not entry.mig_enabled else entry.mig_enabled
-        return plan, problems
+        return plan, problems, busy
 
     enabled = entry.mig_enabled
     if plan.mig_pending != enabled:
@@ -362,15 +377,15 @@ def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPl
     if plan.mode_change:
         holders = sorted({p.pid for p in gpu.processes})
         if holders:
-            problems.append(
+            busy.append(
                 "%s GPU %d (%s): the MIG mode must change to %s but processes %s use the GPU"
                 % (where, gpu.index, gpu.name, "enabled" if enabled else "disabled", ", ".join(map(str, holders)))
             )
 
     if not enabled:
         plan.destroy = list(gpu.instances) if gpu.mig_current else []
-        _check_destroy(gpu, plan, problems, where)
-        return plan, problems
+        _check_destroy(gpu, plan, busy, where)
+        return plan, problems, busy
 
     profiles = {p.id: p for p in gpu.profiles}
     wanted: Dict[int, int] = {}
@@ -399,7 +414,7 @@ def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPl
                 "GPU %d (%s) reports no MIG profiles while MIG is disabled; the instances are validated after enabling MIG"
                 % (gpu.index, gpu.name)
             )
-        return plan, problems
+        return plan, problems, busy
 
     for pid, count in sorted(wanted.items()):
         profile = profiles[pid]
@@ -410,13 +425,13 @@ def plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuPl
             )
     _check_exclusive_media(gpu, wanted, profiles, problems, where)
     if problems:
-        return plan, problems
+        return plan, problems, busy
     _plan_instances(gpu, wanted, profiles, plan, problems)
     if problems:
         problems[:] = ["%s %s" % (where, p) for p in problems]
-        return plan, problems
-    _check_destroy(gpu, plan, problems, where)
-    return plan, problems
+        return plan, problems, busy
+    _check_destroy(gpu, plan, busy, where)
+    return plan, problems, busy
 
 
 def _check_destroy(gpu: Gpu, plan: GpuPlan, problems: List[str], where: str) -> None:
@@ -447,6 +462,7 @@ def build_plan(
     gpus: Sequence[Gpu],
     devices: Optional[Sequence[int]] = None,
     unmatched_gpus: str = "leave",
+    in_use: str = "fail",
 ) -> Plan:
     """Plan every GPU; raise PlanError with every problem found, before anything is mutated."""
     problems: List[str] = []
@@ -475,7 +491,7 @@ def build_plan(
         entry = decided.get(gpu.index) if in_scope else None
         if in_scope and entry is None:
             plan.unmatched.append(gpu.index)
-        gpu_plan, gpu_problems = plan_gpu(gpu, entry, config)
+        gpu_plan, gpu_problems = plan_gpu(gpu, entry, config, in_use=in_use)
         plan.gpus.append(gpu_plan)
         problems.extend(gpu_problems)
     if plan.unmatched and unmatched_gpus == "fail":

@@ -214,6 +214,17 @@ def test_refuses_mode_change_with_processes():
         plan_one(g, enabled({}))
 
 
+def test_in_use_ignore_plans_as_if_the_processes_were_gone():
+    busy_instance = gpu(A100, instances=[("7g.40gb", 0)], processes=[GpuProcess(pid=1234, gi_id=1, ci_id=0)])
+    p = plan_one(busy_instance, enabled({"3g.20gb": 1}), in_use="ignore")
+    assert [gi.profile for gi in p.destroy] == ["7g.40gb"]
+    assert any("processes 1234 run on it" in w for w in p.warnings)
+    busy_gpu = gpu(A100, current=False, processes=[GpuProcess(pid=99)])
+    p = plan_one(busy_gpu, enabled({}), in_use="ignore")
+    assert p.mode_change
+    assert any("processes 99 use the GPU" in w for w in p.warnings)
+
+
 def test_later_entry_wins_and_filters_select_models():
     a, b = gpu(A100, index=0), gpu(A30, index=1)
     raw = [
