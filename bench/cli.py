@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="time budget of the whole run in seconds; rollout_scaling skips a size it cannot finish "
                              "within it, and says so (default %(default)s; 0: no budget)")
     parser.add_argument("--sizes", type=lambda text: tuple(int(n) for n in text.split(",")),
-                        help="rollout_scaling fleet sizes, comma separated (default 10,100,1000; quick 2,5)")
+                        help="rollout_scaling fleet sizes, comma separated (default 10,100,1000; quick 2,4)")
     return parser.parse_args(list(argv))
 
 

@@ -25,7 +25,7 @@ import time
 from typing import Any, Dict, List, Mapping
 
 from bench.common import Options, rounded
-from bench.sim import BenchError, Cluster, playbook, require_success, wait_until
+from bench.sim import BenchError, Cluster, converge_by_construction, playbook, require_success, wait_until
 
 GPUS = 8
 WORKLOAD_NAMESPACE = "default"
@@ -88,13 +88,12 @@ def seed_procedure(cluster: Cluster, node: str) -> Dict[str, Any]:
 def run(options: Options) -> Dict[str, Any]:
     started = time.perf_counter()
     workdir = options.workdir / "pods_disrupted"
-    cluster = Cluster.up(workdir, nodes=2, gpus=GPUS, model="a100", strategy="mixed", plugin_delay=0.2)
+    cluster = Cluster.up(workdir, nodes=2, gpus=GPUS, model="a100", plugin_delay=0.2)
     try:
         collection_node, seed_node = cluster.nodes[:2]
-        common = {"k8s_gpu_mig_strategy": "mixed", "mig_configs": CONFIGS}
-        # Converge first: both nodes run all-disabled and carry the labels that say so.
-        converge = playbook(cluster, "mig-reconfigure.yml", dict(common, mig_config_name="all-disabled"), count=False)
-        require_success(converge, "converging the nodes to all-disabled")
+        common = {"k8s_gpu_mig_strategy": "mixed", "mig_configs": CONFIGS, "mig_reconfigure_wait_timeout": 180}
+        # Both nodes run all-disabled, the device plugin advertises their 8 GPUs, the labels say so.
+        converge_by_construction(cluster, "mixed", "all-disabled", "nvidia.com/gpu", GPUS)
         for node in (collection_node, seed_node):
             cluster.workload(f"work-{node}", "nvidia.com/gpu", GPUS, node=node)
             wait_until(lambda n=node: running_with_device(cluster, n) == GPUS, 120, f"{GPUS} GPU pods running on {node}")

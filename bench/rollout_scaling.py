@@ -3,8 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """rollout_scaling: a rolling reconfigure of 10, 100 and 1,000 simulated nodes on this machine.
 
-Every node has 8 × A100-SXM4-40GB laid out as 7 × 1g.5gb; the rollout moves them all to
-all-2g.10gb with `playbooks/mig-reconfigure.yml`, batch 10 % (`mig_rollout_batch: "10%"`). The
+Every node has 8 × A100-SXM4-40GB laid out as 7 × 1g.5gb and starts converged by construction
+(bench.sim.converge_by_construction: the collection's device plugin role deployed and switched on,
+config labels written). The measured rollout moves every node to all-2g.10gb with
+`playbooks/mig-reconfigure.yml`, batch 10 % (`mig_rollout_batch: "10%"`). The
 simulated device plugin re-reads the GPUs only after a fixed start-up delay (PLUGIN_DELAY_S), as
 the real plugin does after a restart, so the wait step has something to wait for.
 
@@ -27,15 +29,16 @@ import time
 from typing import Any, Dict, List, Optional
 
 from bench.common import Options, growth_exponent, rounded
-from bench.sim import Cluster, node_states, nodes_advertising, playbook, wait_until
+from bench.sim import Cluster, converge_by_construction, node_states, nodes_advertising, playbook
 
 SIZES = (10, 100, 1000)
-QUICK_SIZES = (2, 5)
+QUICK_SIZES = (2, 4)
 BATCH = "10%"
 FORKS = 10
 PLUGIN_DELAY_S = 1.0
-START_LAYOUT, START_RESOURCE, START_COUNT = "1g.5gb:7", "nvidia.com/mig-1g.5gb", 56
-TARGET_CONFIG = "all-2g.10gb"
+START_LAYOUT, START_CONFIG = "1g.5gb:7", "all-1g.5gb"
+START_RESOURCE, START_COUNT = "nvidia.com/mig-1g.5gb", 56
+TARGET_CONFIG, TARGET_RESOURCE, TARGET_COUNT = "all-2g.10gb", "nvidia.com/mig-2g.10gb", 24
 SEED_SLEEP_S = 60
 MARGIN_S = 30  # cluster start and teardown around a measured run
 
@@ -46,23 +49,26 @@ def batches(nodes: int, percent: float = 10.0) -> int:
 
 
 def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str, Any]:
-    cluster = Cluster.up(options.workdir / f"rollout_{nodes}", nodes=nodes, gpus=8, model="a100", strategy="mixed",
+    cluster = Cluster.up(options.workdir / f"rollout_{nodes}", nodes=nodes, gpus=8, model="a100",
                          mig_layout=START_LAYOUT, plugin_delay=PLUGIN_DELAY_S)
     try:
-        wait_until(lambda: nodes_advertising(cluster, START_RESOURCE, START_COUNT) == nodes, 60 + nodes,
-                   f"{nodes} nodes advertising their starting layout")
+        common = {"k8s_gpu_mig_strategy": "mixed", "mig_rollout_batch": BATCH, "mig_reconfigure_wait_timeout": 180}
+        setup = converge_by_construction(cluster, "mixed", START_CONFIG, START_RESOURCE, START_COUNT)
+        left = None if budget_s is None else max(budget_s - setup.wall_s, 30.0)
         sim_cpu = cluster.cpu_seconds()
-        run = playbook(cluster, "mig-reconfigure.yml",
-                       {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": TARGET_CONFIG, "mig_rollout_batch": BATCH},
-                       forks=FORKS, timeout=budget_s)
+        run = playbook(cluster, "mig-reconfigure.yml", dict(common, mig_config_name=TARGET_CONFIG),
+                       forks=FORKS, timeout=left)
         sim_cpu = cluster.cpu_seconds() - sim_cpu
         states = node_states(cluster)
+        moved = nodes_advertising(cluster, TARGET_RESOURCE, TARGET_COUNT)
     finally:
         cluster.down()
     succeeded = states.get("success", 0)
     return {
         "nodes": nodes,
-        "finished": run.rc == 0 and succeeded == nodes,
+        "finished": run.rc == 0 and succeeded == nodes and moved == nodes,
+        "setup_wall_s": rounded(setup.wall_s, 1),
+        "nodes_advertising_new_layout": moved,
         "nodes_succeeded": succeeded,
         "rc": run.rc,
         "wall_s": rounded(run.wall_s, 1),
@@ -85,6 +91,10 @@ def run(options: Options) -> Dict[str, Any]:
     for nodes in sizes:
         remaining = options.remaining_s()
         projected = None
+        if results and not results[-1].get("finished"):
+            results.append({"nodes": nodes, "finished": False, "not_run": True,
+                            "reason": f"the {results[-1]['nodes']}-node size did not finish"})
+            continue
         if results and results[-1]["finished"]:
             projected = results[-1]["wall_per_node_s"] * nodes
         if projected is not None and projected + MARGIN_S > remaining:
