@@ -6,11 +6,12 @@ collection as installed from its tarball, on a one-node simulated cluster."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from packaging_helpers import Installed  # pylint: disable=import-error
+from packaging_helpers import BIN, Installed  # pylint: disable=import-error
 
 ansible_runner = pytest.importorskip("ansible_runner")
 cluster_module = pytest.importorskip("gpuops_sim.k8s.cluster")
@@ -31,10 +32,12 @@ def one_node_cluster(tmp_path: Path):
     cluster.stop()
 
 
+@pytest.mark.slow
 def test_mig_reconfigure_runs_through_ansible_runner(installed_collection: Installed, one_node_cluster, tmp_path: Path):
     cluster = one_node_cluster
     (node,) = cluster.nodes
     private = tmp_path / "runner"
+    private.mkdir()
     config = tmp_path / "ansible.cfg"
     config.write_text("[defaults]\nretry_files_enabled = false\n")
     playbook = installed_collection.collection_root / "playbooks" / "mig-reconfigure.yml"
@@ -50,6 +53,7 @@ def test_mig_reconfigure_runs_through_ansible_runner(installed_collection: Insta
             "ANSIBLE_COLLECTIONS_PATH": str(installed_collection.collections_path),
             "ANSIBLE_CALLBACKS_ENABLED": "gpuops.nvidia.mig_rollout",
             "ANSIBLE_NOCOLOR": "1",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         },
         quiet=True,
         timeout=600,
