@@ -56,9 +56,11 @@ def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:
     points = [(math.log(s), math.log(v)) for s, v in zip(sizes, values) if s > 0 and v > 0]
     if len(points) < 2:
         return float("nan")
-    mean_x = sum(x for x, _ in points) / len(points)
-    mean_y = sum(y for _, y in points) / len(points)
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    xs = [x for x, y in points]
+    ys = [y for x, y in points]
+    mean_x = sum(xs) / len(xs)
+    mean_y = sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else float("nan")
 
 
@@ -129,4 +131,3 @@ def markdown(document: Mapping[str, Any]) -> str:
     from bench.report import render  # pylint: disable=import-outside-toplevel
 
     return render(document)
-

@@ -62,7 +62,7 @@ def time_plan(config: str, entries: Sequence[Any], gpus: Sequence[Any], repeats:
 
     samples = []
     accepted = True
-    for _ in range(repeats):
+    for _repeat in range(repeats):
         start = time.perf_counter()
         try:
             build_plan(config, entries, gpus)
@@ -92,7 +92,7 @@ def run(options: Options) -> Dict[str, Any]:
     for model in models:
         for start_label, gpus in starting_points(model, str(workdir)):
             for name in names:
-                _, entries = spec.select(name)
+                entries = spec.select(name)[1]
                 seconds, accepted = time_plan(name, entries, gpus, repeats)
                 samples.append((seconds, model.name, start_label, name, accepted))
 

@@ -62,7 +62,7 @@ def _cell(value: Any) -> str:
 def _size_table(sizes: List[Mapping[str, Any]]) -> List[str]:
     keys: List[str] = []
     for row in sizes:
-        for key, _ in _flatten("", row):
+        for key in dict(_flatten("", row)):
             if key not in keys:
                 keys.append(key)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -205,11 +204,11 @@ def run_ansible(command: List[str], log: Path, counts_file: Optional[Path] = Non
         proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
         try:
-            output, _ = proc.communicate(timeout=timeout)
+            output = proc.communicate(timeout=timeout)[0]
             rc = proc.returncode
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate()
+            output = proc.communicate()[0]
             rc = -9
             output += f"\n[bench] stopped after the {timeout:.0f} s budget\n"
     with log.open("a", encoding="utf-8") as handle:

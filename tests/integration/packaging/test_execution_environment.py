@@ -12,7 +12,6 @@ context, and ``introspect`` is the step the image build runs on the installed co
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import yaml
 from ansible_builder.ee_schema import validate_schema
