@@ -4,8 +4,8 @@
 """noop_overhead: an idempotent re-run of playbooks/nvidia-gpu-operator.yml on a converged fleet,
 divided by the floor for the same inventory (`ansible all -m ansible.builtin.ping`, same forks).
 
-The fleet (10 nodes × 8 A100-SXM4-40GB within the budget, quick mode 4; 100 projected) is converged by construction: every GPU
-already holds 7 × 1g.5gb, the collection's device plugin role has deployed the plugin and GFD and
+The fleet (10 nodes × 8 A100-SXM4-40GB within the budget, quick mode 4; 100 projected) is
+converged by construction: every GPU already holds 7 × 1g.5gb, the collection's device plugin role has deployed the plugin and GFD and
 switched them on, the node labels record the config, and the collection's mig role has recorded
 the layout for the boot-time service (a full rollout pass per node would cost more than the
 benchmark budget; see bench.sim.converge_by_construction). The measured run comes
