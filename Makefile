@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: all venv test pytest sanity lint changelog-lint molecule demo bench clean
+.PHONY: all venv test pytest sanity lint changelog-lint molecule demo bench acceptance clean
 
 all: test
 
@@ -23,7 +23,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 test: venv pytest sanity lint changelog-lint molecule
 
 pytest: venv
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not fleet" $(PYTEST_ARGS)
+
+# The 20-node x 8-GPU rolling reconfigure on the simulated cluster (about 15 minutes on 2 cores).
+acceptance: venv
+	$(BIN)/python -m pytest -m fleet tests/integration/rollout $(PYTEST_ARGS)
 
 sanity: venv
 	$(BIN)/python tests/sanity/run_sanity.py

@@ -54,6 +54,7 @@ def gpu_pods(cluster, app: str) -> dict[str, str]:
             if p["metadata"].get("labels", {}).get("app") == app and p.get("status", {}).get("phase") == "Running"}
 
 
+@pytest.mark.fleet
 def test_fleet_change_of_one_gpu_per_node_moves_only_the_pods_on_it(sim_cluster):
     cluster = sim_cluster(["a100:20:A100-40GB:8"])
     gpus = 8
