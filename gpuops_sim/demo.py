@@ -2,7 +2,7 @@
 
 1. start a simulated cluster: four GPU nodes of two models (A100 40GB and H100 80GB);
 2. install the stack with ``playbooks/nvidia-gpu-operator.yml`` (mixed strategy, all-balanced);
-3. run GPU workloads on the MIG devices, with a PodDisruptionBudget;
+3. run a GPU workload on MIG devices, with a PodDisruptionBudget;
 4. change the geometry to all-1g.10gb and run the same playbook again: the rolling reconfigure;
 5. run it a third time: nothing left to change;
 6. stop the cluster.
@@ -83,15 +83,17 @@ def run(args) -> int:
         playbook(directory, "-e", "mig_config_name=all-balanced", "-e", "mig_rollout_batch=2")
         print(sim("cluster", "status", "--dir", directory))
 
-        banner("3. GPU workloads on the 1g devices of every node, behind a PodDisruptionBudget")
-        print(sim("cluster", "workload", "--dir", directory, "--name", "inference-a100", "--resource",
-                  "nvidia.com/mig-1g.5gb", "--count", "6", "--pdb-max-unavailable", "2"))
-        print(sim("cluster", "workload", "--dir", directory, "--name", "inference-h100", "--resource",
+        # The workload asks for a profile both geometries offer, so its evicted pods find room on the
+        # nodes already reconfigured; a profile the new geometry drops would strand them Pending and
+        # its PodDisruptionBudget would then (rightly) stop the rollout.
+        banner("3. A GPU workload on the 1g.10gb devices of the H100 nodes, behind a PodDisruptionBudget")
+        print(sim("cluster", "workload", "--dir", directory, "--name", "inference", "--resource",
                   "nvidia.com/mig-1g.10gb", "--count", "6", "--pdb-max-unavailable", "2"))
         print(sim("cluster", "status", "--dir", directory))
 
         banner("4. Change the geometry to all-1g.10gb and run the same playbook: a rolling reconfigure, one node per batch")
-        playbook(directory, "-e", "mig_config_name=all-1g.10gb", "-e", "mig_rollout_batch=1")
+        playbook(directory, "-e", "mig_config_name=all-1g.10gb", "-e", "mig_rollout_batch=1",
+                 "-e", "mig_reconfigure_evacuate_timeout=180")
         print(sim("cluster", "status", "--dir", directory))
 
         banner("5. Run it again: every node already runs what it should")
