@@ -11,24 +11,13 @@ import time
 import uuid
 from typing import Any, Callable
 
+from gpuops_sim.k8s.patch import merge_patch
+
 Obj = dict[str, Any]
 Callback = Callable[[str, str, Obj], None]
 
 CLUSTER_SCOPED = frozenset({"nodes", "namespaces", "persistentvolumes", "storageclasses",
                             "customresourcedefinitions", "clusterroles", "clusterrolebindings"})
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (None deletes a key)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 class MemoryApi:
