@@ -59,7 +59,7 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
         run = playbook(cluster, "mig-reconfigure.yml", dict(common, mig_config_name=TARGET_CONFIG),
                        forks=FORKS, timeout=left)
         sim_cpu = cluster.cpu_seconds() - sim_cpu
-        states = node_states(cluster)
+        states = node_states(cluster, TARGET_CONFIG)
         moved = nodes_advertising(cluster, TARGET_RESOURCE, TARGET_COUNT)
     finally:
         cluster.down()

@@ -259,10 +259,12 @@ def nodes_advertising(cluster: Cluster, resource: str, count: int) -> int:
     return sum(1 for n in items if str((n.get("status") or {}).get("allocatable", {}).get(resource)) == str(count))
 
 
-def node_states(cluster: Cluster) -> Dict[str, int]:
-    """GPU nodes per nvidia.com/mig.config.state label value ("" when unlabelled)."""
+def node_states(cluster: Cluster, config: str) -> Dict[str, int]:
+    """GPU nodes labelled with ``config``, per nvidia.com/mig.config.state ("other-config" otherwise)."""
     items = cluster.get("/api/v1/nodes?labelSelector=nvidia.com%2Fgpu.present%3Dtrue")["items"]
-    return dict(Counter(((n["metadata"].get("labels") or {}).get("nvidia.com/mig.config.state", "")) for n in items))
+    labels = [n["metadata"].get("labels") or {} for n in items]
+    return dict(Counter(l.get("nvidia.com/mig.config.state", "") if l.get("nvidia.com/mig.config") == config
+                        else "other-config" for l in labels))
 
 
 def converge_by_construction(cluster: Cluster, strategy: str, config: str, resource: str, count: int,
