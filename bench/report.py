@@ -28,9 +28,11 @@ def _headline_pods(f: Mapping[str, Any]) -> Tuple[str, str, str]:
 
 
 def _headline_rollout(f: Mapping[str, Any]) -> Tuple[str, str, str]:
-    largest = (f.get("sizes") or [{}])[-1]
+    finished = [s for s in f.get("sizes") or [] if s.get("finished")]
+    largest = finished[-1] if finished else {}
     return ("rollout wall-time growth exponent (nodes)",
-            f"{_get(f, 'growth_exponent_wall')} (largest: {largest.get('nodes')} nodes, {largest.get('wall_s')} s)",
+            f"{_get(f, 'growth_exponent_wall')} (largest finished: {largest.get('nodes', 'none')} nodes, "
+            f"{largest.get('wall_s', '-')} s)",
             "≤ 1, 1,000 nodes finish")
 
 
