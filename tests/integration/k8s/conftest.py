@@ -5,16 +5,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-COLLECTIONS = REPO / ".collections"
-if str(COLLECTIONS) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS))
 
 try:
     from gpuops_sim.k8s import Emulator

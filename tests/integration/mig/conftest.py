@@ -18,9 +18,6 @@ from typing import Any, Dict, List
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-COLLECTIONS = ROOT / ".collections"
-if str(COLLECTIONS) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS))
 
 import gpuops_sim.nvml  # noqa: E402  (after the path set-up above)
 from ansible.module_utils import basic  # noqa: E402

@@ -5,16 +5,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-# The collection resolves as ansible_collections.gpuops.nvidia from the clone's .collections link.
-_COLLECTIONS = str(Path(__file__).resolve().parents[3] / ".collections")
-if _COLLECTIONS not in sys.path:
-    sys.path.insert(0, _COLLECTIONS)
 
 # name: (id, slices, memory MiB, SMs, CE, DEC, ENC, JPEG, OFA, instance_count, placement starts, placement size)
 A100_40GB_PROFILES = {
