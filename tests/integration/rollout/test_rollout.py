@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 # Each test installs a simulated cluster and runs real playbooks on it: minutes, not seconds.
@@ -54,6 +56,16 @@ def gpu_pods(cluster, app: str) -> dict[str, str]:
             if p["metadata"].get("labels", {}).get("app") == app and p.get("status", {}).get("phase") == "Running"}
 
 
+def wait_running(cluster, app: str, count: int, timeout: float = 120.0) -> dict[str, str]:
+    """The simulated scheduler and kubelets start pods asynchronously: wait until ``count`` run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = gpu_pods(cluster, app)
+        if len(running) >= count or time.monotonic() > deadline:
+            return running
+        time.sleep(0.5)
+
+
 @pytest.mark.fleet
 def test_fleet_change_of_one_gpu_per_node_moves_only_the_pods_on_it(sim_cluster):
     cluster = sim_cluster(["a100:20:A100-40GB:8"])
@@ -68,7 +80,7 @@ def test_fleet_change_of_one_gpu_per_node_moves_only_the_pods_on_it(sim_cluster)
 
     # Two pods per node on GPU 0's devices would be too few to tell apart; fill every node.
     cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=20 * 8, pdb_max_unavailable="25%")
-    running = gpu_pods(cluster, "infer")
+    running = wait_running(cluster, "infer", 160)
     assert len(running) == 160
     on_gpu0 = {p["metadata"]["name"] for p in cluster.pods("default")
                if any(u in (p["metadata"].get("annotations", {}).get("gpuops.io/device-ids") or "")
