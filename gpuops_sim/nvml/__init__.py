@@ -22,15 +22,17 @@ from gpuops_sim.nvml.state import (
     remove_client,
     reset_gpu,
     reset_gpus,
+    set_kernel_module,
     set_mig_mode,
+    set_service,
     set_setting,
     show,
 )
 
 __all__ = [
     "ResetError", "add_client", "add_fault", "attach_process", "clear_faults", "detach_process", "init_node",
-    "load_library", "read_state", "reboot", "remove_client", "reset_gpu", "reset_gpus", "set_mig_mode",
-    "set_setting", "show",
+    "load_library", "read_state", "reboot", "remove_client", "reset_gpu", "reset_gpus", "set_kernel_module",
+    "set_mig_mode", "set_service", "set_setting", "show",
 ]
 
 

@@ -57,11 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable
     what.add_argument("--profile-queries-need-mig", choices=("on", "off"),
                       help="on: profile info/placements answer NOT_SUPPORTED while MIG is disabled (older drivers)")
     what.add_argument("--clear", action="store_true", help="remove injected faults, clients and fault processes")
+    what.add_argument("--service", metavar="NAME", help="a host service that holds every GPU while active (see --active)")
+    what.add_argument("--kernel-module", metavar="NAME", help="load (see --loaded) a kernel module such as nvidia_drm")
     fault.add_argument("--error", help="NVML error for --fail: a code or a name such as IN_USE")
     fault.add_argument("--count", type=int, default=1, help="how many calls fail (default 1; 0 = until cleared)")
     fault.add_argument("--gpu", type=int, help="with --fail: only calls about this GPU index")
     fault.add_argument("--pid", type=int, help="with --process: the pid (default: a free one)")
     fault.add_argument("--memory", type=int, default=1024, help="with --process: used memory in MiB")
+    fault.add_argument("--active", choices=("yes", "no"), default="yes", help="with --service: running or stopped")
+    fault.add_argument("--loaded", choices=("yes", "no"), default="yes", help="with --kernel-module: loaded or not")
     fault.add_argument("--name", default=None, help="with --client: e.g. nvidia-persistenced (default), dcgm")
     fault.set_defaults(func=_fault)
 
@@ -125,6 +129,10 @@ def _fault(args: argparse.Namespace) -> int:
         state.detach_process(path, args.detach)
     elif args.client is not None:
         state.add_client(path, args.client, args.name or "nvidia-persistenced")
+    elif args.service is not None:
+        state.set_service(path, args.service, args.active == "yes")
+    elif args.kernel_module is not None:
+        state.set_kernel_module(path, args.kernel_module, args.loaded == "yes")
     elif args.remove_client is not None:
         state.remove_client(path, args.remove_client, args.name)
     elif args.reset_policy:

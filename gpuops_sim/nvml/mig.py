@@ -64,6 +64,10 @@ def processes_on(state: State, uuids: set[str]) -> list[dict[str, Any]]:
     return [p for p in state["processes"] if p["device_uuid"] in uuids]
 
 
+# Loaded, these keep every GPU of the node open (a reset fails "In use by another client").
+GPU_HOLDING_KERNEL_MODULES = ("nvidia_drm",)
+
+
 def busy_reason(state: State, gpu: Gpu) -> str | None:
     """Why a reset of this GPU would fail right now, or None when nothing holds it."""
     procs = processes_on(state, device_uuids(gpu))
@@ -71,6 +75,12 @@ def busy_reason(state: State, gpu: Gpu) -> str | None:
         return f"process {procs[0]['pid']} is running on it"
     if gpu["clients"]:
         return f"{gpu['clients'][0]} holds it open"
+    for name, service in sorted(state.get("services", {}).items()):
+        if service.get("active"):
+            return f"service {name} holds it open"
+    for name in state.get("kernel_modules", []):
+        if name in GPU_HOLDING_KERNEL_MODULES:
+            return f"kernel module {name} holds it"
     return None
 
 

@@ -336,6 +336,31 @@ def remove_client(path: str | os.PathLike[str], gpu: int | str, name: str | None
         target["clients"] = [c for c in target["clients"] if name is not None and c != name]
 
 
+def set_service(path: str | os.PathLike[str], name: str, active: bool) -> None:
+    """A host service that keeps every GPU open while active (nvidia-persistenced, DCGM, ...)."""
+    if not name:
+        raise ValueError("service: a name is required")
+    with transaction(path) as state:
+        state.setdefault("services", {})[name] = {"active": bool(active)}
+
+
+def service_active(path: str | os.PathLike[str], name: str) -> bool | None:
+    """True/False for a simulated service, None for one the node does not have."""
+    service = read_state(path).get("services", {}).get(name)
+    return None if service is None else bool(service["active"])
+
+
+def set_kernel_module(path: str | os.PathLike[str], name: str, loaded: bool) -> None:
+    """Load or unload a simulated kernel module (nvidia_drm holds every GPU while loaded)."""
+    with transaction(path) as state:
+        modules = [m for m in state.get("kernel_modules", []) if m != name]
+        state["kernel_modules"] = modules + ([name] if loaded else [])
+
+
+def kernel_modules(path: str | os.PathLike[str]) -> list[str]:
+    return ["nvidia", "nvidia_uvm", "nvidia_modeset", *read_state(path).get("kernel_modules", [])]
+
+
 def set_setting(path: str | os.PathLike[str], key: str, value: Any) -> None:
     allowed = {
         "reset_policy": mig.RESET_POLICIES,
@@ -403,6 +428,9 @@ def reboot(path: str | os.PathLike[str]) -> None:
     with transaction(path) as state:
         state["processes"] = []
         state["boot_count"] += 1
+        # Enabled host services start again at boot; a stop for a reset does not outlive it.
+        for service in state.get("services", {}).values():
+            service["active"] = True
         for gpu in state["gpus"]:
             mig.apply_pending(gpu)
             if mig.model_of(gpu).resetless_mig:

@@ -94,6 +94,24 @@ options:
     type: list
     elements: str
     default: [nvidia-smi, --gpu-reset, -i, "{index}"]
+  reset_blocking_services:
+    description:
+      - Host services that hold GPUs open and make a reset fail. Before the first reset of the task, those that are
+        active (C(systemctl is-active)) are stopped; after the resets, on success or failure, exactly those are
+        started again. RV(reset_blockers) reports what was found, stopped and restarted.
+      - Nothing is stopped when no reset is needed.
+    type: list
+    elements: str
+    default: [nvidia-persistenced, nvidia-dcgm, dcgm, nvsm, dcgm-exporter]
+  reset_blocking_kernel_modules:
+    description:
+      - Kernel modules that hold the GPUs while loaded (C(nvidia_drm)) and cannot be unloaded safely on a live node.
+        When one is loaded (C(lsmod), else C(/proc/modules)) no reset is tried; the mode change stays pending, which
+        fails the task naming the module unless O(allow_pending=true) (the
+        P(gpuops.nvidia.mig_reconfigure#role) role then reboots the node when rebooting is allowed).
+    type: list
+    elements: str
+    default: [nvidia_drm]
 requirements:
   - nvidia-ml-py (module C(pynvml)) and PyYAML on the managed node
   - root privileges (NVML refuses MIG changes otherwise)
@@ -221,6 +239,19 @@ reboot_required:
   description: A reset was tried and the mode change is still pending; reboot the node (or free the GPU) and run again.
   returned: always
   type: bool
+reset_blockers:
+  description:
+    - The reset blockers on the node, when a MIG mode change may need a reset (read-only in check mode).
+    - C(kernel_modules_loaded) and C(services_active) as found; C(services_stopped) and C(services_restarted) by this
+      task; C(problems) lists a stop or start that failed.
+  returned: when a GPU's MIG mode changes
+  type: dict
+  sample:
+    kernel_modules_loaded: []
+    services_active: [nvidia-persistenced]
+    services_stopped: [nvidia-persistenced]
+    services_restarted: [nvidia-persistenced]
+    problems: []
 failed_gpu:
   description: On a failure during the apply, the GPU index, the step that failed, and that GPU's state read back from NVML.
   returned: failure during apply
@@ -233,6 +264,9 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.apply import (
     DEFAULT_RESET_COMMAND, ApplyError, apply_plan, command_reset_runner, format_reset_command,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError, build_plan, select_entries
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reset_blockers import (
+    DEFAULT_BLOCKING_KERNEL_MODULES, DEFAULT_BLOCKING_SERVICES, ResetBlockers, module_reader,
+)
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import (
     SpecError, load_spec_text, parse_devices_option, parse_spec,
 )
@@ -296,17 +330,30 @@ def run(module, nvml, spec):
               "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}}}
     if module._diff:
         result["diff"] = plan.diff()
+    blockers = None
+    if params["reset"] and any(g.set_mode is not None or g.mode_change for g in plan.gpus if g.changed):
+        blockers = ResetBlockers(module.run_command, params["reset_blocking_services"], params["reset_blocking_kernel_modules"],
+                                 module_reader(module.run_command, module.get_bin_path("lsmod")))
     if module.check_mode or not plan.changed:
         result["changed_gpus"] = [{"index": g.index, "uuid": g.uuid} for g in plan.gpus if g.changed]
         result["mig_devices"] = mig_devices(gpus)
+        if blockers is not None:
+            blockers.observe()
+            result["reset_blockers"] = blockers.report()
         module.exit_json(**result)
 
     reset = command_reset_runner(module.run_command, params["reset_command"]) if params["reset"] else None
+    if reset is not None and blockers is not None:
+        reset = blockers.gate(reset)
     scope = [g for g in gpus if devices is None or g.index in devices]
     try:
         applied = apply_plan(nvml, plan, select_entries(entries, scope), reset=reset, allow_pending=params["allow_pending"])
     except ApplyError as exc:
         partial = exc.result
+        extra = {}
+        if blockers is not None:
+            blockers.restore()
+            extra["reset_blockers"] = blockers.report()
         module.fail_json(
             msg=str(exc),
             failed_gpu={"index": exc.index, "step": exc.step, "state": exc.state},
@@ -314,7 +361,16 @@ def run(module, nvml, spec):
             changed_gpus=partial.changed_gpus if partial else [],
             modes=[m.to_dict() for m in partial.modes] if partial else [],
             plan=result["plan"],
+            **extra
         )
+    except Exception:
+        # An unexpected error must not leave the host's GPU services stopped.
+        if blockers is not None:
+            blockers.restore()
+        raise
+    if blockers is not None:
+        blockers.restore()
+        result["reset_blockers"] = blockers.report()
     for message in applied.messages:
         module.warn(message)
     result.update(
@@ -340,6 +396,8 @@ def main() -> None:
             "allow_pending": {"type": "bool", "default": False},
             "reset": {"type": "bool", "default": True},
             "reset_command": {"type": "list", "elements": "str", "default": list(DEFAULT_RESET_COMMAND)},
+            "reset_blocking_services": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_SERVICES)},
+            "reset_blocking_kernel_modules": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_KERNEL_MODULES)},
         },
         mutually_exclusive=[("config", "config_file")],
         supports_check_mode=True,
