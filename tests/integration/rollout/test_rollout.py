@@ -177,6 +177,54 @@ def test_check_mode_rerun_api_faults_and_strategy_switch(small):
         assert TAINT not in taints(node)
 
 
+def test_strategy_single_to_mixed_then_time_slicing_roll_node_by_node(sim_cluster):
+    """Only the advertised resources change: each node is tainted, its GPU clients restarted, the
+    new resources waited for, and untainted; pods leave only through the Eviction API."""
+    cluster = sim_cluster(["a100:2:A100-40GB:1"])
+    common = ["-e", "mig_config_name=all-1g.5gb", "-e", "mig_rollout_batch=1", "-e", "mig_reconfigure_wait_timeout=120"]
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "k8s_gpu_mig_strategy=single", "-e", "mig_rollout_batch=100%")
+    for node in cluster.nodes:
+        assert cluster.node(node)["status"]["allocatable"]["nvidia.com/gpu"] == "7"
+    # Pods asking for nvidia.com/gpu cannot run under mixed: they are evicted and stay Pending.
+    cluster.workload(name="shared", resource="nvidia.com/gpu", count=2)
+    running = wait_running(cluster, "shared", 2)
+    assert len(running) == 2
+
+    cluster.clear_requests()
+    switched = cluster.playbook("mig-reconfigure.yml", *common, "-e", "k8s_gpu_mig_strategy=mixed")
+    # Node by node: the first node is done before the second batch starts.
+    first_done = switched.output.index("MIG rollout: %s success" % cluster.nodes[0])
+    assert first_done < switched.output.index("MIG rollout: batch 2 of 2") < switched.output.index(
+        "MIG rollout: %s success" % cluster.nodes[1])
+    for node in cluster.nodes:
+        obj = cluster.node(node)
+        assert obj["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == "7"
+        assert obj["status"]["allocatable"].get("nvidia.com/gpu", "0") == "0"
+        assert obj["metadata"]["labels"]["nvidia.com/mig.strategy"] == "mixed"
+        assert obj["metadata"]["labels"][STATE] == "success" and TAINT not in taints(obj)
+    requests = cluster.requests()
+    # The first node's evicted replica lands on the second node (still single there) and moves again.
+    evicted = {r["name"] for r in evictions(requests) if r["status"] < 300}
+    assert set(running) <= evicted
+    assert all(name.startswith("shared-") for name in evicted)
+    assert not pod_deletes(requests)
+
+    cluster.clear_requests()
+    time_sliced = [*common, "-e", "k8s_gpu_mig_strategy=single", "-e", "device_plugin_time_slicing_replicas=4"]
+    cluster.playbook("mig-reconfigure.yml", *time_sliced)
+    for node in cluster.nodes:
+        obj = cluster.node(node)
+        assert obj["status"]["allocatable"]["nvidia.com/gpu"] == str(7 * 4)
+        assert obj["metadata"]["labels"]["nvidia.com/mig.strategy"] == "single"
+        assert obj["metadata"]["labels"][STATE] == "success" and TAINT not in taints(obj)
+    assert not pod_deletes(cluster.requests())
+
+    cluster.clear_requests()
+    again = cluster.playbook("mig-reconfigure.yml", *time_sliced)
+    assert again.changed == 0
+    assert not evictions(cluster.requests()) and not node_or_pod_writes(cluster.requests())
+
+
 def test_pdb_that_never_allows_eviction_leaves_the_node_failed_and_tainted(small):
     first = small.nodes[0]
     small.workload(name="critical", resource="nvidia.com/mig-1g.5gb", count=2, node=first, pdb_max_unavailable="0")
@@ -250,6 +298,34 @@ def test_mode_change_that_needs_a_reboot(sim_cluster):
     assert obj["metadata"]["labels"][STATE] == "success"
     assert obj["status"]["allocatable"]["nvidia.com/gpu"] == "2"
     assert TAINT not in taints(obj)
+
+
+def test_reset_blockers_are_cleared_or_named(sim_cluster):
+    """nvidia-persistenced is stopped for the reset and started again; a loaded nvidia_drm is named,
+    and with reboots allowed the node takes the reboot path instead."""
+    from gpuops_sim import nvml
+    cluster = sim_cluster(["a100:2:A100-40GB:1"])
+    common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_reconfigure_wait_timeout=120", "-e", "mig_rollout_batch=1",
+              "-e", "mig_max_fail_percentage=100"]
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=all-1g.5gb")
+    first, second = cluster.nodes
+    nvml.set_service(cluster.cluster.state_path(first), "nvidia-persistenced", True)
+    nvml.set_kernel_module(cluster.cluster.state_path(second), "nvidia_drm", True)
+
+    run = cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-disabled", check=False)
+    assert run.rc != 0
+    assert not cluster.nvml(first)["gpus"][0]["mig"]["current"]
+    assert nvml.read_state(cluster.cluster.state_path(first))["services"]["nvidia-persistenced"]["active"]
+    assert cluster.node(first)["metadata"]["labels"][STATE] == "success"
+    failed = cluster.node(second)
+    assert failed["metadata"]["labels"][STATE] == "failed"
+    assert "nvidia_drm" in failed["metadata"]["annotations"]["gpuops.io/mig-reconfigure.message"]
+    assert TAINT in taints(failed)
+
+    cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-disabled", "-e", "mig_allow_reboot=true")
+    assert not cluster.nvml(second)["gpus"][0]["mig"]["current"]
+    obj = cluster.node(second)
+    assert obj["metadata"]["labels"][STATE] == "success" and TAINT not in taints(obj)
 
 
 def test_a_node_that_does_not_come_back_ready_after_reboot_fails(sim_cluster, tmp_path):
