@@ -72,15 +72,19 @@ class ResetBlockers:
         if self.modules_loaded:
             return ("not reset: kernel module %s is loaded and holds the GPUs; unload it (modprobe -r) "
                     "or allow a reboot (mig_allow_reboot) and run again" % ", ".join(self.modules_loaded))
-        for name in self.services_active or []:
-            if name in self.services_stopped:
-                continue
-            rc, out, err = self._run(["systemctl", "stop", name])
-            if rc == 0:
-                self.services_stopped.append(name)
-            else:
-                self.problems.append("systemctl stop %s: rc=%d %s" % (name, rc, (err or out).strip()))
+        self._systemctl_each("stop", self.services_active or [], self.services_stopped)
         return None
+
+    def _systemctl_each(self, verb: str, names: Sequence[str], done: List[str]) -> None:
+        """``systemctl <verb>`` each name not yet in ``done``; successes are added to ``done``."""
+        for name in names:
+            if name in done:
+                continue
+            rc, out, err = self._run(["systemctl", verb, name])
+            if rc == 0:
+                done.append(name)
+            else:
+                self.problems.append("systemctl %s %s: rc=%d %s" % (verb, name, rc, (err or out).strip()))
 
     def gate(self, reset: ResetRunner) -> ResetRunner:
         """``reset`` with the blockers cleared before it runs."""
@@ -96,14 +100,7 @@ class ResetBlockers:
 
     def restore(self) -> None:
         """Start the services this object stopped, in the reverse order."""
-        for name in reversed(self.services_stopped):
-            if name in self.services_restarted:
-                continue
-            rc, out, err = self._run(["systemctl", "start", name])
-            if rc == 0:
-                self.services_restarted.append(name)
-            else:
-                self.problems.append("systemctl start %s: rc=%d %s" % (name, rc, (err or out).strip()))
+        self._systemctl_each("start", list(reversed(self.services_stopped)), self.services_restarted)
 
     def report(self) -> Dict[str, object]:
         return {
