@@ -346,31 +346,28 @@ def run(module, nvml, spec):
     if reset is not None and blockers is not None:
         reset = blockers.gate(reset)
     scope = [g for g in gpus if devices is None or g.index in devices]
+    failure = None
     try:
         applied = apply_plan(nvml, plan, select_entries(entries, scope), reset=reset, allow_pending=params["allow_pending"])
     except ApplyError as exc:
-        partial = exc.result
-        extra = {}
+        failure = exc
+    finally:
+        # Whatever happened, the host's GPU services that were stopped for a reset run again.
         if blockers is not None:
             blockers.restore()
-            extra["reset_blockers"] = blockers.report()
+    blocker_report = {"reset_blockers": blockers.report()} if blockers is not None else {}
+    if failure is not None:
+        partial = failure.result
         module.fail_json(
-            msg=str(exc),
-            failed_gpu={"index": exc.index, "step": exc.step, "state": exc.state},
+            msg=str(failure),
+            failed_gpu={"index": failure.index, "step": failure.step, "state": failure.state},
             changed=bool(partial and partial.changed_gpus),
             changed_gpus=partial.changed_gpus if partial else [],
             modes=[m.to_dict() for m in partial.modes] if partial else [],
             plan=result["plan"],
-            **extra
+            **blocker_report
         )
-    except Exception:
-        # An unexpected error must not leave the host's GPU services stopped.
-        if blockers is not None:
-            blockers.restore()
-        raise
-    if blockers is not None:
-        blockers.restore()
-        result["reset_blockers"] = blockers.report()
+    result.update(blocker_report)
     for message in applied.messages:
         module.warn(message)
     result.update(
