@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -285,3 +286,19 @@ def converge_by_construction(cluster: Cluster, strategy: str, config: str, resou
         cluster.patch_node(node, {"metadata": {"labels": {"nvidia.com/mig.config": config,
                                                           "nvidia.com/mig.config.state": "success"}}})
     return install
+
+
+def record_boot_layout(cluster: Cluster, record_playbook: Path, config: str, forks: int = 10) -> AnsibleRun:
+    """Leave on every node the boot-time service and record a finished rollout leaves.
+
+    The collection's mig role writes them on the first node; the other nodes get a copy of that
+    node's tree (the files name no node), which keeps a 100-node set-up within the benchmark
+    budget. The measured runs then check that the product agrees.
+    """
+    first = cluster.nodes[0]
+    run = playbook(cluster, str(record_playbook), {"mig_config_name": config}, forks=forks, limit=first, count=False)
+    require_success(run, "recording the layout with the mig role (benchmark set-up)")
+    source = cluster.directory / "nodes" / f"{first}-root"
+    for node in cluster.nodes[1:]:
+        shutil.copytree(source, cluster.directory / "nodes" / f"{node}-root", dirs_exist_ok=True)
+    return run

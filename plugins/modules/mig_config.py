@@ -226,6 +226,18 @@ mig_devices:
       uuid: GPU-52fe4e59-f210-9afd-bbe8-90a37b31eb1c
       mig_enabled: true
       devices: [{uuid: MIG-0d5b3a4e-5c3f-5d7e-9f1a-2b3c4d5e6f70, profile: 1g.5gb, gi_id: 7, ci_id: 0, placement_start: 6}]
+observed:
+  description:
+    - The node as NVML reported it when the plan was made, before any change, with the keys
+      M(gpuops.nvidia.gpu_info) returns (C(driver_version), C(cuda_version), C(nvml_version), C(gpus)).
+    - A caller that needs both the GPUs and the plan reads them here from one snapshot, in one module run.
+  returned: success
+  type: dict
+  sample:
+    driver_version: 550.54.15
+    cuda_version: "12.4"
+    nvml_version: 12.550.54.15
+    gpus: [{index: 0, uuid: GPU-52fe4e59-f210-9afd-bbe8-90a37b31eb1c, name: NVIDIA A100-SXM4-40GB}]
 modes:
   description: Per GPU whose mode was set, the activation status NVML returned, whether a reset ran, and the mode read back.
   returned: always
@@ -313,7 +325,8 @@ def run(module, nvml, spec):
         devices = parse_devices_option(params["devices"])
     except SpecError as exc:
         module.fail_json(msg=str(exc))
-    gpus = nvml.read_node().gpus
+    node = nvml.read_node()
+    gpus = node.gpus
     if gpus:
         try:
             format_reset_command(params["reset_command"], gpus[0])
@@ -327,7 +340,8 @@ def run(module, nvml, spec):
         module.warn(warning)
     result = {"changed": plan.changed, "config_name": name, "plan": plan.to_dict(), "changed_gpus": [], "modes": [],
               "reset_required": False, "reboot_required": False,
-              "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}}}
+              "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
+              "observed": node.to_dict()}
     if module._diff:
         result["diff"] = plan.diff()
     blockers = None
