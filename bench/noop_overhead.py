@@ -21,15 +21,14 @@ from __future__ import annotations
 import time
 from typing import Any, Dict
 
-from bench.common import ROOT, Options, rounded
-from bench.sim import (BenchError, Cluster, converge_by_construction, ping, playbook, record_boot_layout,
-                       require_success, requests_summary)
+from bench.common import Options, rounded
+from bench.sim import (BenchError, Cluster, converge_by_construction, ping, playbook,
+                       record_boot_layout, require_success, requests_summary)
 
 LAYOUT = "1g.5gb:7"
 CONFIG = "all-1g.5gb"
 RESOURCE, PER_NODE = "nvidia.com/mig-1g.5gb", 7 * 8
 FULL_NODES = 100
-RECORD_PLAYBOOK = ROOT / "bench" / "playbooks" / "record_mig_layout.yml"
 
 
 def run(options: Options) -> Dict[str, Any]:
@@ -43,7 +42,7 @@ def run(options: Options) -> Dict[str, Any]:
     try:
         converge = converge_by_construction(cluster, "mixed", CONFIG, RESOURCE, PER_NODE)
         # What the rollout also leaves on a converged node: the layout recorded for the boot-time service.
-        warm_up = record_boot_layout(cluster, RECORD_PLAYBOOK, CONFIG, forks=forks)
+        warm_up = record_boot_layout(cluster, CONFIG, forks=forks)
 
         floor_before = ping(cluster, forks)
         require_success(floor_before, "ansible all -m ping")

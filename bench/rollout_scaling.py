@@ -5,7 +5,9 @@
 
 Every node has 8 × A100-SXM4-40GB laid out as 7 × 1g.5gb and starts converged by construction
 (bench.sim.converge_by_construction: the collection's device plugin role deployed and switched on,
-config labels written). The measured rollout moves every node to all-2g.10gb with
+config labels written; bench.sim.record_boot_layout: the boot-time service and its record, as an
+earlier rollout leaves them). So the figure is a change of geometry on a running fleet, not the
+first installation of the boot-time service. The measured rollout moves every node to all-2g.10gb with
 `playbooks/mig-reconfigure.yml`, batch 10 % (`mig_rollout_batch: "10%"`). The
 simulated device plugin re-reads the GPUs only after a fixed start-up delay (PLUGIN_DELAY_S), as
 the real plugin does after a restart, so the wait step has something to wait for.
@@ -18,18 +20,24 @@ The baseline is the seed-001 procedure's floor: its fixed `sleep 60` once per no
 of 10 % that is 60 s per batch (10 batches: 600 s whatever the size); node by node, as its guide
 recommends for production, it is 60 s per node.
 
-A size whose projected time (the previous size's per-node time, scaled linearly) does not fit in
-what is left of the run's budget is not started; the result says so, with the projection.
+A size whose projected time does not fit in what is left of the run's budget is not started; the
+result says so, with the projection. The projection is the previous size's controller CPU per node,
+times the nodes, over the machine's cores, plus a fifth: at 10 nodes a batch of 10 % is one node and
+the controller works one core, while wider batches keep every core busy, so scaling the wall time
+linearly would overstate larger sizes. A run that overshoots is stopped at the budget and reported
+as not finished.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Dict, List, Optional
 
 from bench.common import Options, growth_exponent, rounded
-from bench.sim import Cluster, converge_by_construction, node_states, nodes_advertising, playbook
+from bench.sim import (Cluster, converge_by_construction, node_states, nodes_advertising, playbook,
+                       record_boot_layout)
 
 SIZES = (10, 100, 1000)
 QUICK_SIZES = (2, 4)
@@ -43,6 +51,14 @@ SEED_SLEEP_S = 60
 MARGIN_S = 30  # cluster start and teardown around a measured run
 
 
+CORES = os.cpu_count() or 1
+
+
+def project_wall_s(measured: Dict[str, Any], nodes: int) -> float:
+    """Wall time a size should take, from a smaller measured size (see the module docstring)."""
+    return 1.2 * measured["controller_cpu_per_node_s"] * nodes / CORES + measured["setup_wall_s"] * nodes / measured["nodes"]
+
+
 def batches(nodes: int, percent: float = 10.0) -> int:
     size = max(1, int(nodes * percent / 100.0))
     return math.ceil(nodes / size)
@@ -54,6 +70,7 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
     try:
         common = {"k8s_gpu_mig_strategy": "mixed", "mig_rollout_batch": BATCH, "mig_reconfigure_wait_timeout": 180}
         setup = converge_by_construction(cluster, "mixed", START_CONFIG, START_RESOURCE, START_COUNT)
+        record_boot_layout(cluster, START_CONFIG, forks=FORKS)
         left = None if budget_s is None else max(budget_s - setup.wall_s, 30.0)
         sim_cpu = cluster.cpu_seconds()
         run = playbook(cluster, "mig-reconfigure.yml", dict(common, mig_config_name=TARGET_CONFIG),
@@ -96,12 +113,12 @@ def run(options: Options) -> Dict[str, Any]:
                             "reason": f"the {results[-1]['nodes']}-node size did not finish"})
             continue
         if results and results[-1]["finished"]:
-            projected = results[-1]["wall_per_node_s"] * nodes
+            projected = project_wall_s(results[-1], nodes)
         if projected is not None and projected + MARGIN_S > remaining:
             results.append({"nodes": nodes, "finished": False, "not_run": True,
                             "projected_wall_s": rounded(projected, 0),
-                            "reason": f"projected {projected:.0f} s (linear from {results[-1]['nodes']} nodes) "
-                                      f"> {max(remaining, 0):.0f} s left of the run's budget"})
+                            "reason": f"projected {projected:.0f} s (controller CPU per node at {results[-1]['nodes']} "
+                                      f"nodes, over {CORES} cores) > {max(remaining, 0):.0f} s left of the run's budget"})
             continue
         budget = None if remaining == float("inf") else max(remaining - MARGIN_S, 60.0)
         results.append(measure(options, nodes, budget))

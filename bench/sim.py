@@ -29,6 +29,7 @@ from bench.common import BIN, PYTHON, ROOT, Stopwatch, process_cpu_seconds
 
 CALLBACKS = ROOT / "bench" / "callback_plugins"
 SETUP_PLAYBOOK = ROOT / "bench" / "playbooks" / "install_device_plugin.yml"
+RECORD_PLAYBOOK = ROOT / "bench" / "playbooks" / "record_mig_layout.yml"
 
 
 class BenchError(RuntimeError):
@@ -288,7 +289,7 @@ def converge_by_construction(cluster: Cluster, strategy: str, config: str, resou
     return install
 
 
-def record_boot_layout(cluster: Cluster, record_playbook: Path, config: str, forks: int = 10) -> AnsibleRun:
+def record_boot_layout(cluster: Cluster, config: str, forks: int = 10) -> AnsibleRun:
     """Leave on every node the boot-time service and record a finished rollout leaves.
 
     The collection's mig role writes them on the first node; the other nodes get a copy of that
@@ -296,7 +297,7 @@ def record_boot_layout(cluster: Cluster, record_playbook: Path, config: str, for
     budget. The measured runs then check that the product agrees.
     """
     first = cluster.nodes[0]
-    run = playbook(cluster, str(record_playbook), {"mig_config_name": config}, forks=forks, limit=first, count=False)
+    run = playbook(cluster, str(RECORD_PLAYBOOK), {"mig_config_name": config}, forks=forks, limit=first, count=False)
     require_success(run, "recording the layout with the mig role (benchmark set-up)")
     source = cluster.directory / "nodes" / f"{first}-root"
     for node in cluster.nodes[1:]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: k8s_node_taint
-short_description: Add or remove taints on a Kubernetes node, and cordon or uncordon it
+short_description: Add or remove taints on a Kubernetes node, cordon or uncordon it, and label it in the same write
 version_added: 0.1.0
 author: gpuops maintainers (@gpuops)
 description:
@@ -60,6 +60,19 @@ options:
       - Not given leaves C(spec.unschedulable) as it is.
       - Cordoning does not move running pods; use M(gpuops.nvidia.k8s_node_evacuate) for that.
     type: bool
+  labels:
+    description:
+      - Labels to set in the same write as the taints, as with M(gpuops.nvidia.k8s_node_label); a V(null) value removes
+        the label.
+      - One write keeps a marker label and the taint it goes with together, for example a node in a change is never
+        seen labelled C(pending) without its taint, even when the controller stops between two tasks.
+    type: dict
+    default: {}
+  annotations:
+    description:
+      - Annotations to set in the same write, like O(labels).
+    type: dict
+    default: {}
   timeout:
     description:
       - Seconds to keep retrying conflicts (409) and transient API errors before failing.
@@ -93,6 +106,16 @@ EXAMPLES = r"""
       - key: gpuops.io/mig-reconfigure
     cordon: false
 
+- name: Mark a node as changing and taint it, in one write
+  gpuops.nvidia.k8s_node_taint:
+    name: gpu-node-1
+    taints:
+      - key: gpuops.io/mig-reconfigure
+        value: all-1g.5gb
+        effect: NoSchedule
+    labels:
+      nvidia.com/mig.config.state: pending
+
 - name: Only uncordon
   gpuops.nvidia.k8s_node_taint:
     name: gpu-node-1
@@ -112,10 +135,18 @@ unschedulable:
   type: bool
   sample: true
 previous:
-  description: The node's taints and cordon before the module ran.
+  description: The node's taints and cordon before the module ran, and the values of the labels and annotations named in O(labels) and O(annotations) (when given).
   returned: success
   type: dict
   contains:
+    labels:
+      description: The values before of the labels named in O(labels).
+      type: dict
+      returned: when O(labels) or O(annotations) is given
+    annotations:
+      description: The values before of the annotations named in O(annotations).
+      type: dict
+      returned: when O(labels) or O(annotations) is given
     taints:
       description: The taints before.
       type: list
@@ -126,6 +157,16 @@ previous:
       type: bool
       returned: success
   sample: {"taints": [], "unschedulable": false}
+labels:
+  description: The values afterwards of the labels named in O(labels) (V(null) for an absent one).
+  returned: success
+  type: dict
+  sample: {"nvidia.com/mig.config.state": "pending"}
+annotations:
+  description: The values afterwards of the annotations named in O(annotations).
+  returned: success
+  type: dict
+  sample: {}
 conflicts_retried:
   description: How many times the write met a concurrent change (409) and was recomputed.
   returned: success
@@ -139,7 +180,11 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import ar
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     TAINT_EFFECTS,
     change_node,
+    combine_patches,
+    label_patch,
+    normalize_metadata_changes,
     normalize_taints,
+    previous_values,
     taint_patch,
     taint_view,
 )
@@ -161,6 +206,8 @@ def main() -> None:
             },
             state={"type": "str", "choices": ["present", "absent"], "default": "present"},
             cordon={"type": "bool"},
+            labels={"type": "dict", "default": {}},
+            annotations={"type": "dict", "default": {}},
             timeout={"type": "int", "default": 60},
         ),
         supports_check_mode=True,
@@ -169,18 +216,26 @@ def main() -> None:
 
     def action(client):
         taints = normalize_taints(params["taints"], params["state"])
+        labels = normalize_metadata_changes("labels", params["labels"], is_label=True)
+        annotations = normalize_metadata_changes("annotations", params["annotations"], is_label=False)
         outcome = change_node(
             client,
             params["name"],
-            lambda node: taint_patch(node, taints, params["state"], params["cordon"]),
+            lambda node: combine_patches(taint_patch(node, taints, params["state"], params["cordon"]),
+                                         label_patch(node, labels, annotations)),
             client.retry.deadline(params["timeout"]),
             module.check_mode,
         )
         before, after = taint_view(outcome.before), taint_view(outcome.after)
+        if labels or annotations:
+            before.update(previous_values(outcome.before, labels, annotations))
+            after.update(previous_values(outcome.after, labels, annotations))
         return {
             "changed": before != after,
             "taints": after["taints"],
             "unschedulable": after["unschedulable"],
+            "labels": after.get("labels", {}),
+            "annotations": after.get("annotations", {}),
             "previous": before,
             "conflicts_retried": outcome.conflicts,
             "diff": {"before": before, "after": after},

@@ -263,6 +263,29 @@ def label_patch(node: Mapping[str, Any], labels: Mapping[str, str | None], annot
     return {"metadata": patch_metadata}
 
 
+def combine_patches(*patches: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """One merge patch doing what each of ``patches`` does (None where none is needed).
+
+    The patches touch different fields of the same node (taints, labels, annotations) and carry
+    the same resourceVersion precondition; a None value is kept, since it removes a key when the
+    combined patch is applied.
+    """
+
+    def merged(left: Any, right: Any) -> Any:
+        if isinstance(left, Mapping) and isinstance(right, Mapping):
+            result = dict(left)
+            for key, value in right.items():
+                result[key] = merged(result[key], value) if key in result else value
+            return result
+        return right
+
+    result: dict[str, Any] | None = None
+    for patch in patches:
+        if patch:
+            result = merged(result, patch) if result is not None else dict(patch)
+    return result
+
+
 def label_view(node: Mapping[str, Any]) -> dict[str, Any]:
     metadata = node.get("metadata") or {}
     return {"labels": dict(metadata.get("labels") or {}), "annotations": dict(metadata.get("annotations") or {})}

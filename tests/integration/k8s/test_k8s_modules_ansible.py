@@ -67,11 +67,12 @@ PLAYBOOK = """
       diff: true
       register: fence_check
 
-    - name: Fence
+    - name: Fence and mark the node pending, in one write
       gpuops.nvidia.k8s_node_taint:
         name: gpu-node-1
         taints: [{key: gpuops.io/mig-reconfigure, value: all-1g.5gb, effect: NoSchedule}]
         cordon: true
+        labels: {nvidia.com/mig.config.state: pending}
       register: fence
 
     - name: Fence again
@@ -79,6 +80,7 @@ PLAYBOOK = """
         name: gpu-node-1
         taints: [{key: gpuops.io/mig-reconfigure, value: all-1g.5gb, effect: NoSchedule}]
         cordon: true
+        labels: {nvidia.com/mig.config.state: pending}
       register: fence_again
 
     - name: Pause the device plugin
@@ -123,12 +125,13 @@ PLAYBOOK = """
         timeout: 30
       register: waited
 
-    - name: Unfence
+    - name: Unfence and mark the node done, in one write
       gpuops.nvidia.k8s_node_taint:
         name: gpu-node-1
         state: absent
         taints: [{key: gpuops.io/mig-reconfigure}]
         cordon: false
+        labels: {nvidia.com/mig.config.state: success}
       register: unfence
 
     - name: Save what the modules returned
@@ -159,6 +162,8 @@ def test_playbook_runs_all_four_modules_through_the_action_group(kube, tmp_path)
     assert results["fence_check"]["diff"]["before"] == {"taints": [], "unschedulable": False}
     assert results["fence_check"]["diff"]["after"]["unschedulable"] is True
     assert results["fence"]["changed"] is True and results["fence_again"]["changed"] is False
+    assert results["fence"]["previous"]["labels"] == {"nvidia.com/mig.config.state": None}
+    assert results["fence"]["labels"] == {"nvidia.com/mig.config.state": "pending"}
     assert results["pause"]["previous"]["labels"] == {"nvidia.com/gpu.deploy.device-plugin": "true"}
     assert [e["name"] for e in results["evacuate_check"]["evicted"]] == ["train-0"]
     assert [e["name"] for e in results["evacuate"]["evicted"]] == ["train-0"]
@@ -168,10 +173,12 @@ def test_playbook_runs_all_four_modules_through_the_action_group(kube, tmp_path)
 
     node = kube.read_node()
     assert not node["spec"].get("taints") and not node["spec"].get("unschedulable")
+    assert node["metadata"]["labels"]["nvidia.com/mig.config.state"] == "success"
     assert kube.pod_names() == ["default/web"]
     assert len(kube.requests(verb="create", subresource="eviction")) == 1
     assert kube.requests(verb="delete", resource="pods") == []
-    # Four writes: fence, pause, unpause, unfence. Check mode and the idempotent rerun wrote nothing.
+    # Four writes: fence (with its label), pause, unpause, unfence (with its label). Check mode and the
+    # idempotent rerun wrote nothing.
     assert len(kube.requests(verb="patch", resource="nodes", subresource=None)) == 4
 
 

@@ -12,6 +12,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     apply_patch_locally,
     change_node,
+    combine_patches,
     label_patch,
     merge_patch,
     merge_taints,
@@ -131,6 +132,17 @@ def test_label_patch_carries_labels_annotations_and_resource_version():
     patch = label_patch(node, {"a": None, "b": "2"}, {"m": "why"})
     assert patch == {"metadata": {"resourceVersion": "7", "labels": {"a": None, "b": "2"}, "annotations": {"m": "why"}}}
     assert label_patch(node, {"a": "1"}, {}) is None
+
+
+def test_combined_patch_taints_and_labels_in_one_write_keeping_removals():
+    node = make_node(taints=[OTHER], rv="7", labels={"gone": "x"})
+    patch = combine_patches(taint_patch(node, [MIG], "present", None),
+                            label_patch(node, {"nvidia.com/mig.config.state": "pending", "gone": None}, {}))
+    assert patch == {"metadata": {"resourceVersion": "7", "labels": {"nvidia.com/mig.config.state": "pending", "gone": None}},
+                     "spec": {"taints": [OTHER, MIG]}}
+    assert apply_patch_locally(node, patch)["metadata"]["labels"] == {"nvidia.com/mig.config.state": "pending"}
+    assert combine_patches(None, taint_patch(node, [OTHER], "present", None)) is None
+    assert combine_patches(None, label_patch(node, {"a": "b"}, {})) == {"metadata": {"resourceVersion": "7", "labels": {"a": "b"}}}
 
 
 def test_previous_values_report_absent_keys_as_none():
