@@ -135,7 +135,9 @@ unschedulable:
   type: bool
   sample: true
 previous:
-  description: The node's taints and cordon before the module ran, and the values of the labels and annotations named in O(labels) and O(annotations) (when given).
+  description:
+    - The node's taints and cordon before the module ran.
+    - With O(labels) or O(annotations), also the values the named labels and annotations had.
   returned: success
   type: dict
   contains:
