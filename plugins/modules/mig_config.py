@@ -112,6 +112,14 @@ options:
     type: list
     elements: str
     default: [nvidia_drm]
+  boot_record:
+    description:
+      - Path on the node of the config recorded for the boot-time service (the P(gpuops.nvidia.mig#role) role writes
+        it, in C(/etc/gpuops/mig/config.json) under its root). The module reads it and returns it as RV(boot_record).
+        It never writes it.
+      - Lets a play read the GPUs, plan, and check that record in one module run. Without it, the play needs a
+        second module run on every node.
+    type: path
 requirements:
   - nvidia-ml-py (module C(pynvml)) and PyYAML on the managed node
   - root privileges (NVML refuses MIG changes otherwise)
@@ -264,11 +272,21 @@ reset_blockers:
     services_stopped: [nvidia-persistenced]
     services_restarted: [nvidia-persistenced]
     problems: []
+boot_record:
+  description:
+    - The content of O(boot_record), as JSON.
+    - V({}) when the file is absent, unreadable or not a JSON object. A warning says which; a new record overwrites it.
+  returned: when O(boot_record) is set
+  type: dict
+  sample: {config_name: all-1g.5gb, installed_digest: 5e1c0f00d7...}
 failed_gpu:
   description: On a failure during the apply, the GPU index, the step that failed, and that GPU's state read back from NVML.
   returned: failure during apply
   type: dict
 """
+
+import errno
+import json
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -318,6 +336,24 @@ def mig_devices(gpus):
     ]
 
 
+def read_boot_record(module, path):
+    """The node's boot-time record, or {} with a warning when it cannot be used."""
+    try:
+        with open(path, "r") as handle:
+            record = json.load(handle)
+    except (IOError, OSError) as exc:
+        if getattr(exc, "errno", None) != errno.ENOENT:
+            module.warn("boot_record: cannot read %s: %s" % (path, exc))
+        return {}
+    except ValueError as exc:
+        module.warn("boot_record: %s is not JSON: %s" % (path, exc))
+        return {}
+    if not isinstance(record, dict):
+        module.warn("boot_record: %s does not hold a JSON object" % path)
+        return {}
+    return record
+
+
 def run(module, nvml, spec):
     params = module.params
     try:
@@ -342,6 +378,8 @@ def run(module, nvml, spec):
               "reset_required": False, "reboot_required": False,
               "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
               "observed": node.to_dict()}
+    if params["boot_record"]:
+        result["boot_record"] = read_boot_record(module, params["boot_record"])
     if module._diff:
         result["diff"] = plan.diff()
     blockers = None
@@ -409,6 +447,7 @@ def main() -> None:
             "reset_command": {"type": "list", "elements": "str", "default": list(DEFAULT_RESET_COMMAND)},
             "reset_blocking_services": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_SERVICES)},
             "reset_blocking_kernel_modules": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_KERNEL_MODULES)},
+            "boot_record": {"type": "path"},
         },
         mutually_exclusive=[("config", "config_file")],
         supports_check_mode=True,

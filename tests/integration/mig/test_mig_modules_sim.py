@@ -167,6 +167,27 @@ def test_check_mode_mutates_nothing(node):
     assert result["plan"]["gpus"][0]["set_mode"] is True
 
 
+def test_boot_record_is_read_with_the_plan_and_never_written(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=False)
+    record = tmp_path / "config.json"
+    assert apply(node, doc(enabled({"3g.20gb": 2})), check=True, boot_record=str(record))["boot_record"] == {}
+    assert not record.exists()
+    record.write_text('{"config_name": "c", "installed_digest": "abc"}')
+    result = apply(node, doc(enabled({"3g.20gb": 2})), boot_record=str(record))
+    assert result["changed"] and result["boot_record"] == {"config_name": "c", "installed_digest": "abc"}
+    assert record.read_text() == '{"config_name": "c", "installed_digest": "abc"}'
+    assert "boot_record" not in apply(node, doc(enabled({"3g.20gb": 2})))
+
+
+@pytest.mark.parametrize("content,warning", [("{not json", "is not JSON"), ("[1, 2]", "does not hold a JSON object")])
+def test_unusable_boot_record_reads_as_none_with_a_warning(node, tmp_path, content, warning):
+    node.init(A100, count=1, mig_enabled=True)
+    record = tmp_path / "config.json"
+    record.write_text(content)
+    result = apply(node, doc(enabled({"3g.20gb": 2})), check=True, boot_record=str(record))
+    assert result["boot_record"] == {} and any(warning in w for w in result.get("warnings", []))
+
+
 # --- mig_config: bad input, nothing changes -------------------------------------------------------
 
 

@@ -73,6 +73,8 @@ PLAYBOOK = """
           - from_file is changed
           - unknown is failed
           - "'no-such-config' in unknown.msg"
+          # A name the shipped document lacks gets the whole document, whose names the refusal lists.
+          - "'all-1g.5gb' in unknown.msg"
           - info.gpus | length == 2
 
     - name: Hand the results to the test
