@@ -20,6 +20,7 @@ import os
 import re
 import time
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import quote, urlencode
 
 try:
     import kubernetes
@@ -444,14 +445,61 @@ def impersonation_headers(auth: Mapping[str, Any]) -> dict[str, str]:
 
 
 class KubeClient:
-    """The typed client behind a small surface that speaks plain API dictionaries."""
+    """A small surface over the API that speaks plain API dictionaries.
+
+    Requests go through the client library's configured connection pool (TLS, client
+    certificates, proxy, as the kubeconfig says) and its auth settings, but not through its
+    generated API classes: building those costs more than a second of CPU per module run with
+    recent client releases, several times what the requests themselves cost.
+    """
 
     def __init__(self, api_client: Any, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
         self.api_client = api_client
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.policy_api = kubernetes.client.PolicyV1Api(api_client)
         self.request_timeout = request_timeout
         self.retry = retry or RetryPolicy()
+
+    def _timeout(self, seconds: float | None = None) -> float:
+        return max(1.0, float(seconds if seconds is not None else self.request_timeout))
+
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = dict(self.api_client.default_headers)
+        headers.update({"Accept": "application/json", "User-Agent": "gpuops.nvidia"})
+        # The library's own auth settings: a bearer token, refreshed by its hook where the
+        # kubeconfig has one (exec plugins, expiring tokens).
+        for setting in self.api_client.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[setting["key"]] = setting["value"]
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
+                 content_type: str | None = None, timeout: Any = None, stream: bool = False) -> Any:
+        """One HTTP request; an answer outside 2xx raises ApiException as the library's own calls do."""
+        url = self.api_client.configuration.host.rstrip("/") + path
+        fields = {key: ("true" if value is True else value) for key, value in (query or {}).items() if value not in (None, "")}
+        if fields:
+            url += "?" + urlencode(fields)
+        if isinstance(timeout, tuple):
+            timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        response = self.api_client.rest_client.pool_manager.request(
+            method, url,
+            body=None if body is None else json.dumps(body).encode("utf-8"),
+            headers=self._headers(content_type if body is not None else None),
+            timeout=self._timeout() if timeout is None else timeout,
+            preload_content=not stream,
+            # The RetryPolicy is the only retry layer.
+            retries=False,
+        )
+        if not 200 <= response.status <= 299:
+            try:
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = response.data.decode("utf-8", "replace") if response.data else ""
+                error.headers = response.headers
+            finally:
+                response.release_conn()
+            raise error
+        return response
 
     # Responses are read raw (JSON) rather than as typed models: product logic works on the
     # API's own field names, and a model's validation cannot reject an object we only read.
@@ -465,71 +513,41 @@ class KubeClient:
             return {}
         return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
 
-    def _timeout(self, seconds: float | None = None) -> float:
-        return max(1.0, float(seconds if seconds is not None else self.request_timeout))
-
     def read_node(self, name: str) -> dict[str, Any]:
-        return self._json(self.core.read_node(name, _preload_content=False, _request_timeout=self._timeout()))
+        return self._json(self._request("GET", "/api/v1/nodes/" + quote(name, safe="")))
 
     def list_nodes(self, field_selector: str | None = None) -> dict[str, Any]:
-        kwargs = {"field_selector": field_selector} if field_selector else {}
-        return self._json(self.core.list_node(_preload_content=False, _request_timeout=self._timeout(), **kwargs))
+        return self._json(self._request("GET", "/api/v1/nodes", {"fieldSelector": field_selector}))
 
     def patch_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.core.patch_node(name, body, _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=self._timeout())
-        return self._json(response)
+        return self._json(self._request("PATCH", "/api/v1/nodes/" + quote(name, safe=""), body=body, content_type=MERGE_PATCH))
 
     def list_pods(self, field_selector: str | None = None, label_selector: str | None = None) -> dict[str, Any]:
-        kwargs = {}
-        if field_selector:
-            kwargs["field_selector"] = field_selector
-        if label_selector:
-            kwargs["label_selector"] = label_selector
-        return self._json(self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=self._timeout(), **kwargs))
+        return self._json(self._request("GET", "/api/v1/pods", {"fieldSelector": field_selector, "labelSelector": label_selector}))
 
     def list_pdbs(self, namespace: str) -> list[dict[str, Any]]:
-        response = self.policy_api.list_namespaced_pod_disruption_budget(namespace, _preload_content=False, _request_timeout=self._timeout())
+        response = self._request("GET", "/apis/policy/v1/namespaces/{0}/poddisruptionbudgets".format(quote(namespace, safe="")))
         return list(self._json(response).get("items") or [])
 
     def evict_pod(self, namespace: str, name: str, uid: str | None, grace_period: int | None) -> None:
-        delete_options: dict[str, Any] = {}
-        if grace_period is not None:
-            delete_options["gracePeriodSeconds"] = grace_period
-        if uid:
-            delete_options["preconditions"] = {"uid": uid}
-        body = kubernetes.client.V1Eviction(
-            api_version="policy/v1",
-            kind="Eviction",
-            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace),
-            delete_options=_delete_options_model(delete_options),
-        )
-        response = self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False, _request_timeout=self._timeout())
-        self._json(response)
+        body: dict[str, Any] = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        delete_options = _delete_options(uid, grace_period)
+        if delete_options:
+            body["deleteOptions"] = delete_options
+        self._json(self._request("POST", _pod_path(namespace, name) + "/eviction", body=body, content_type="application/json"))
 
     def delete_pod(self, namespace: str, name: str, uid: str | None, grace_period: int | None) -> None:
-        delete_options: dict[str, Any] = {}
-        if grace_period is not None:
-            delete_options["gracePeriodSeconds"] = grace_period
-        if uid:
-            delete_options["preconditions"] = {"uid": uid}
-        response = self.core.delete_namespaced_pod(
-            name, namespace, body=_delete_options_model(delete_options), _preload_content=False, _request_timeout=self._timeout()
-        )
-        self._json(response)
+        body = _delete_options(uid, grace_period) or None
+        self._json(self._request("DELETE", _pod_path(namespace, name), body=body, content_type="application/json"))
 
     def watch(self, kind: str, resource_version: str | None, timeout_seconds: int, field_selector: str | None = None,
               label_selector: str | None = None) -> Iterator[dict[str, Any]]:
         """Stream watch events ``{"type", "object"}`` as dictionaries until the server ends it."""
-        list_call = {"pods": self.core.list_pod_for_all_namespaces, "nodes": self.core.list_node}[kind]
-        kwargs: dict[str, Any] = {"watch": True, "timeout_seconds": int(timeout_seconds), "allow_watch_bookmarks": True}
-        if resource_version:
-            kwargs["resource_version"] = resource_version
-        if field_selector:
-            kwargs["field_selector"] = field_selector
-        if label_selector:
-            kwargs["label_selector"] = label_selector
+        path = {"pods": "/api/v1/pods", "nodes": "/api/v1/nodes"}[kind]
+        query = {"watch": True, "timeoutSeconds": int(timeout_seconds), "allowWatchBookmarks": True,
+                 "resourceVersion": resource_version, "fieldSelector": field_selector, "labelSelector": label_selector}
         # The read timeout guards against a server that does not end the stream itself.
-        response = list_call(_preload_content=False, _request_timeout=(self._timeout(), timeout_seconds + 10), **kwargs)
+        response = self._request("GET", path, query, timeout=(self._timeout(), timeout_seconds + 10), stream=True)
         try:
             for line in _response_lines(response):
                 if line.strip():
@@ -539,14 +557,17 @@ class KubeClient:
             response.release_conn()
 
 
-def _delete_options_model(options: dict[str, Any]) -> Any:
-    if not options:
-        return None
-    preconditions = options.get("preconditions")
-    return kubernetes.client.V1DeleteOptions(
-        grace_period_seconds=options.get("gracePeriodSeconds"),
-        preconditions=kubernetes.client.V1Preconditions(uid=preconditions["uid"]) if preconditions else None,
-    )
+def _pod_path(namespace: str, name: str) -> str:
+    return "/api/v1/namespaces/{0}/pods/{1}".format(quote(namespace, safe=""), quote(name, safe=""))
+
+
+def _delete_options(uid: str | None, grace_period: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if grace_period is not None:
+        options["gracePeriodSeconds"] = grace_period
+    if uid:
+        options["preconditions"] = {"uid": uid}
+    return options
 
 
 def _response_lines(response: Any) -> Iterator[str]:
@@ -569,5 +590,4 @@ def create_client(params: Mapping[str, Any], environ: Mapping[str, str] | None =
     api_client = kubernetes.client.ApiClient(configuration)
     for header, value in impersonation_headers(auth).items():
         api_client.set_default_header(header, value)
-    api_client.user_agent = "gpuops.nvidia"
     return KubeClient(api_client, retry=retry)
