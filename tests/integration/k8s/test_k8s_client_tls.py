@@ -88,8 +88,7 @@ def test_a_server_certificate_from_the_given_ca_is_accepted_and_credentials_are_
 
 
 def test_an_unknown_certificate_is_refused_and_not_retried(server):
-    url, _ = server
-    kube = client(url)
+    kube = client(server[0])
     with pytest.raises(Exception) as raised:
         kube.read_node("gpu-node-1")
     assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
@@ -101,7 +100,7 @@ def test_an_api_error_keeps_status_body_and_retry_after(server):
     kube = client(url, ca_cert=str(cert))
     policy = RetryPolicy(sleep=lambda _: None)
     with pytest.raises(K8sError) as raised:
-        policy.run(lambda: kube.list_nodes(), policy.deadline(0), "list nodes")
+        policy.run(kube.list_nodes, policy.deadline(0), "list nodes")
     assert raised.value.details["status"] == 429 and "slow down" in str(raised.value)
     with pytest.raises(Exception) as direct:
         kube.list_nodes()
