@@ -11,7 +11,7 @@ the plan's ``to_dict()`` form and the Node object, documented in docs/rolling-re
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
 
@@ -175,6 +175,33 @@ def pods_selecting_labels(pods: Iterable[Mapping[str, Any]], keys: Iterable[str]
     return selected
 
 
+def batch_failures(steps: Iterable[Sequence[Any]], nodes: Iterable[str]) -> Dict[str, str]:
+    """The first failure of each node in a batch's steps, as ``{node: "step: reason"}``.
+
+    ``steps`` are ``[name, result]`` pairs in the order the steps ran, each result registered from
+    a Kubernetes module run for the batch (``nodes``). A node failed a step when the step's
+    per-node result says so, or when the step failed as a whole (no per-node results) while the
+    node was still going. Skipped steps, and nodes a step left alone, did not fail.
+    """
+    failures: Dict[str, str] = {}
+    nodes = list(nodes)
+    for name, result in steps:
+        if not result or result.get("skipped"):
+            continue
+        per_node = result.get("nodes")
+        if per_node is None:
+            # A run that returned no per-node results failed before it got to any node. The
+            # registered result may say failed=false: the playbook's failed_when leaves failing to
+            # the per-host check.
+            for node in nodes:
+                failures.setdefault(node, "{0}: {1}".format(name, result.get("msg") or "failed"))
+            continue
+        for node, outcome in per_node.items():
+            if (outcome or {}).get("failed"):
+                failures.setdefault(node, "{0}: {1}".format(name, outcome.get("msg") or "failed"))
+    return failures
+
+
 class FilterModule:
     """Filters of the rolling MIG reconfiguration."""
 
@@ -188,4 +215,5 @@ class FilterModule:
             "gpu_clients_paused": gpu_clients_paused,
             "gpu_clients_to_resume": gpu_clients_to_resume,
             "pods_selecting_labels": pods_selecting_labels,
+            "batch_failures": batch_failures,
         }

@@ -28,8 +28,38 @@ options:
   name:
     description:
       - Name of the node.
+      - Exactly one of O(name) and O(nodes) is required.
     type: str
-    required: true
+  nodes:
+    description:
+      - The nodes of a batch, worked on in one run instead of one run per node, each with the options it sets for
+        itself; an option a node does not set is the task's.
+      - Nodes are evacuated in parallel; O(timeout) and O(wait_timeout) apply to each node.
+      - A node's failure does not stop the others. The run fails at the end naming the nodes that failed, and returns
+        each node's result under RV(nodes), so that a playbook can fail exactly the hosts of those nodes (the task's
+        C(failed_when) set to V(false), then a check per host; see the filter P(gpuops.nvidia.batch_failures#filter)).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - Name of the node.
+        type: str
+        required: true
+      scope:
+        description:
+          - As O(scope), for this node.
+        type: str
+        choices: [all, gpu, devices]
+      device_uuids:
+        description:
+          - As O(device_uuids), for this node.
+        type: list
+        elements: str
+      device_parents:
+        description:
+          - As O(device_parents), for this node.
+        type: dict
   scope:
     description:
       - Which pods to evict.
@@ -137,6 +167,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+nodes:
+  description:
+    - With O(nodes), each node's result by name, with the keys a run for that node alone returns.
+    - A node that failed has C(failed=true) and C(msg) saying why.
+  returned: when O(nodes) is given
+  type: dict
+  sample: {"gpu-node-1": {"changed": true, "failed": false}, "gpu-node-2": {"changed": false, "failed": true, "msg": "..."}}
+failed_nodes:
+  description: With O(nodes), the names of the nodes that failed, in the order given.
+  returned: when O(nodes) is given
+  type: list
+  elements: str
+  sample: ["gpu-node-2"]
 evicted:
   description:
     - Pods whose eviction was accepted (or that left the node meanwhile), with why they were selected.
@@ -194,16 +237,17 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import (
     EvacuationRequest,
     evacuate,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(
-            name={"type": "str", "required": True},
-            scope={"type": "str", "choices": list(SCOPES), "default": "gpu"},
-            device_uuids={"type": "list", "elements": "str", "default": []},
-            device_parents={"type": "dict", "default": {}},
+            per_node={
+                "scope": {"type": "str", "choices": list(SCOPES), "default": "gpu"},
+                "device_uuids": {"type": "list", "elements": "str", "default": []},
+                "device_parents": {"type": "dict", "default": {}},
+            },
             device_annotation={"type": "str", "default": DEFAULT_DEVICE_ANNOTATION},
             pod_selectors={"type": "list", "elements": "str", "default": [], "aliases": ["label_selectors"]},
             grace_period={"type": "int"},
@@ -215,10 +259,10 @@ def main() -> None:
         ),
         required_if=[("force", True, ["force_reason"])],
         supports_check_mode=True,
+        **NODE_CHOICE,
     )
-    params = module.params
 
-    def action(client):
+    def action(client, params):
         request = EvacuationRequest(
             node=params["name"],
             scope=params["scope"],

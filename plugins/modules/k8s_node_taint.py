@@ -22,8 +22,61 @@ options:
   name:
     description:
       - Name of the node.
+      - Exactly one of O(name) and O(nodes) is required.
     type: str
-    required: true
+  nodes:
+    description:
+      - The nodes of a batch, worked on in one run instead of one run per node, each with the options it sets for
+        itself; an option a node does not set is the task's.
+      - Nodes are changed in parallel, each with its own conflict retries.
+      - A node's failure does not stop the others. The run fails at the end naming the nodes that failed, and returns
+        each node's result under RV(nodes), so that a playbook can fail exactly the hosts of those nodes (the task's
+        C(failed_when) set to V(false), then a check per host; see the filter P(gpuops.nvidia.batch_failures#filter)).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - Name of the node.
+        type: str
+        required: true
+      taints:
+        description:
+          - As O(taints), for this node.
+        type: list
+        elements: dict
+        suboptions:
+          key:
+            description:
+              - Taint key.
+            type: str
+            required: true
+          value:
+            description:
+              - Taint value.
+            type: str
+          effect:
+            description:
+              - Taint effect.
+            type: str
+            choices: [NoSchedule, PreferNoSchedule, NoExecute]
+      state:
+        description:
+          - As O(state), for this node.
+        type: str
+        choices: [present, absent]
+      cordon:
+        description:
+          - As O(cordon), for this node.
+        type: bool
+      labels:
+        description:
+          - As O(labels), for this node.
+        type: dict
+      annotations:
+        description:
+          - As O(annotations), for this node.
+        type: dict
   taints:
     description:
       - The taints to add (O(state=present)) or remove (O(state=absent)).
@@ -123,6 +176,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+nodes:
+  description:
+    - With O(nodes), each node's result by name, with the keys a run for that node alone returns.
+    - A node that failed has C(failed=true) and C(msg) saying why.
+  returned: when O(nodes) is given
+  type: dict
+  sample: {"gpu-node-1": {"changed": true, "failed": false}, "gpu-node-2": {"changed": false, "failed": true, "msg": "..."}}
+failed_nodes:
+  description: With O(nodes), the names of the nodes that failed, in the order given.
+  returned: when O(nodes) is given
+  type: list
+  elements: str
+  sample: ["gpu-node-2"]
 taints:
   description: The node's taints afterwards (predicted in check mode).
   returned: success
@@ -178,7 +244,7 @@ conflicts_retried:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     TAINT_EFFECTS,
     change_node,
@@ -195,28 +261,29 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(
-            name={"type": "str", "required": True},
-            taints={
-                "type": "list",
-                "elements": "dict",
-                "default": [],
-                "options": {
-                    "key": {"type": "str", "required": True, "no_log": False},
-                    "value": {"type": "str"},
-                    "effect": {"type": "str", "choices": list(TAINT_EFFECTS)},
+            per_node={
+                "taints": {
+                    "type": "list",
+                    "elements": "dict",
+                    "default": [],
+                    "options": {
+                        "key": {"type": "str", "required": True, "no_log": False},
+                        "value": {"type": "str"},
+                        "effect": {"type": "str", "choices": list(TAINT_EFFECTS)},
+                    },
                 },
+                "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+                "cordon": {"type": "bool"},
+                "labels": {"type": "dict", "default": {}},
+                "annotations": {"type": "dict", "default": {}},
             },
-            state={"type": "str", "choices": ["present", "absent"], "default": "present"},
-            cordon={"type": "bool"},
-            labels={"type": "dict", "default": {}},
-            annotations={"type": "dict", "default": {}},
             timeout={"type": "int", "default": 60},
         ),
         supports_check_mode=True,
+        **NODE_CHOICE,
     )
-    params = module.params
 
-    def action(client):
+    def action(client, params):
         taints = normalize_taints(params["taints"], params["state"])
         labels = normalize_metadata_changes("labels", params["labels"], is_label=True)
         annotations = normalize_metadata_changes("annotations", params["annotations"], is_label=False)

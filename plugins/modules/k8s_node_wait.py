@@ -23,8 +23,45 @@ options:
   name:
     description:
       - Name of the node.
+      - Exactly one of O(name) and O(nodes) is required.
     type: str
-    required: true
+  nodes:
+    description:
+      - The nodes of a batch, worked on in one run instead of one run per node, each with the options it sets for
+        itself; an option a node does not set is the task's.
+      - One list and watch of the nodes serves the whole batch. A node is done once it has met its conditions; the
+        batch waits until every node is done or O(timeout) has passed.
+      - A node's failure does not stop the others. The run fails at the end naming the nodes that failed, and returns
+        each node's result under RV(nodes), so that a playbook can fail exactly the hosts of those nodes (the task's
+        C(failed_when) set to V(false), then a check per host; see the filter P(gpuops.nvidia.batch_failures#filter)).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - Name of the node.
+        type: str
+        required: true
+      allocatable:
+        description:
+          - As O(allocatable), for this node.
+        type: dict
+      capacity:
+        description:
+          - As O(capacity), for this node.
+        type: dict
+      labels:
+        description:
+          - As O(labels), for this node.
+        type: dict
+      ready:
+        description:
+          - As O(ready), for this node.
+        type: bool
+      unschedulable:
+        description:
+          - As O(unschedulable), for this node.
+        type: bool
   allocatable:
     description:
       - "Resources the node's C(status.allocatable) must show, as a dictionary of resource name and quantity, for example
@@ -123,6 +160,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+nodes:
+  description:
+    - With O(nodes), each node's result by name, with the keys a run for that node alone returns.
+    - A node that failed has C(failed=true) and C(msg) saying why.
+  returned: when O(nodes) is given
+  type: dict
+  sample: {"gpu-node-1": {"changed": true, "failed": false}, "gpu-node-2": {"changed": false, "failed": true, "msg": "..."}}
+failed_nodes:
+  description: With O(nodes), the names of the nodes that failed, in the order given.
+  returned: when O(nodes) is given
+  type: list
+  elements: str
+  sample: ["gpu-node-2"]
 node:
   description: What the module last observed of the node.
   returned: always
@@ -180,20 +230,33 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions impor
     RESOURCE_MATCHES,
     NodeConditions,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import argument_spec, run
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import wait_for_node
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import wait_for_node, wait_for_nodes
+
+
+def conditions_of(params):
+    return NodeConditions(
+        allocatable=params["allocatable"],
+        capacity=params["capacity"],
+        resource_match=params["resource_match"],
+        labels=params["labels"],
+        ready=params["ready"],
+        unschedulable=params["unschedulable"],
+        jmespath_conditions=params["jmespath"],
+    )
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(
-            name={"type": "str", "required": True},
-            allocatable={"type": "dict", "default": {}},
-            capacity={"type": "dict", "default": {}},
+            per_node={
+                "allocatable": {"type": "dict", "default": {}},
+                "capacity": {"type": "dict", "default": {}},
+                "labels": {"type": "dict", "default": {}},
+                "ready": {"type": "bool"},
+                "unschedulable": {"type": "bool"},
+            },
             resource_match={"type": "str", "choices": list(RESOURCE_MATCHES), "default": "exact"},
-            labels={"type": "dict", "default": {}},
-            ready={"type": "bool"},
-            unschedulable={"type": "bool"},
             jmespath={
                 "type": "list",
                 "elements": "dict",
@@ -208,22 +271,16 @@ def main() -> None:
             poll_interval={"type": "float", "default": 1.0},
         ),
         supports_check_mode=True,
+        **NODE_CHOICE,
     )
-    params = module.params
 
-    def action(client):
-        conditions = NodeConditions(
-            allocatable=params["allocatable"],
-            capacity=params["capacity"],
-            resource_match=params["resource_match"],
-            labels=params["labels"],
-            ready=params["ready"],
-            unschedulable=params["unschedulable"],
-            jmespath_conditions=params["jmespath"],
-        )
-        return wait_for_node(client, params["name"], conditions, params["timeout"], params["poll_interval"])
+    def action(client, params):
+        return wait_for_node(client, params["name"], conditions_of(params), params["timeout"], params["poll_interval"])
 
-    run(module, action)
+    def batch_action(client, requests):
+        return wait_for_nodes(client, requests, conditions_of)
+
+    run(module, action, batch_action)
 
 
 if __name__ == "__main__":

@@ -581,12 +581,19 @@ def _response_lines(response: Any) -> Iterator[str]:
         yield pending.decode("utf-8")
 
 
-def create_client(params: Mapping[str, Any], environ: Mapping[str, str] | None = None, retry: RetryPolicy | None = None) -> KubeClient:
-    """The one client factory: module parameters (plus ``K8S_AUTH_*``) to a :class:`KubeClient`."""
+def create_client(params: Mapping[str, Any], environ: Mapping[str, str] | None = None, retry: RetryPolicy | None = None,
+                  connections: int | None = None) -> KubeClient:
+    """The one client factory: module parameters (plus ``K8S_AUTH_*``) to a :class:`KubeClient`.
+
+    ``connections``: how many requests the caller makes at once (one per node of a batch), so
+    that the pool keeps that many connections open instead of opening one per request.
+    """
     if not HAS_KUBERNETES:
         raise K8sError("The Python library 'kubernetes' is required: {0}".format(KUBERNETES_IMPORT_ERROR))
     auth = resolve_auth(params, os.environ if environ is None else environ)
     configuration = build_configuration(auth)
+    if connections:
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, connections)
     api_client = kubernetes.client.ApiClient(configuration)
     for header, value in impersonation_headers(auth).items():
         api_client.set_default_header(header, value)

@@ -195,3 +195,93 @@ def wait_for_node(client: KubeClient, name: str, conditions: NodeConditions, tim
     if not outcome.met:
         raise K8sError("node {0} did not meet the conditions within {1:g}s: {2}".format(name, timeout, unmet_summary(results)), **result)
     return result
+
+
+def wait_for_nodes(client: KubeClient, requests: list[Mapping[str, Any]], conditions: Callable[[Mapping[str, Any]], NodeConditions]) -> dict[str, Any]:
+    """k8s_node_wait for a batch: one list and watch of the nodes for all of them.
+
+    ``requests`` are the per-node parameters (``name``, ``timeout``, ``poll_interval``, the
+    conditions); the batch shares the longest timeout of its nodes. A node is done once it has
+    met its conditions; its result is the one k8s_node_wait returns for it, or the K8sError it
+    would have raised.
+    """
+    wanted: dict[str, NodeConditions] = {}
+    outcomes: dict[str, Any] = {}
+    for request in requests:
+        wanted[request["name"]] = conditions(request)
+        if wanted[request["name"]].is_empty():
+            outcomes[request["name"]] = K8sError(
+                "no condition given: set at least one of allocatable, capacity, labels, ready, unschedulable, jmespath")
+    timeout = max(request["timeout"] for request in requests)
+    poll_interval = min(request["poll_interval"] for request in requests)
+    if timeout < 0:
+        raise K8sError("timeout: must be 0 or more seconds, got {0}".format(timeout))
+    if poll_interval <= 0:
+        raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
+    met: dict[str, dict[str, Any]] = {}
+
+    def by_name(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {(obj.get("metadata") or {}).get("name"): obj for obj in objects.values()}
+
+    def all_done(objects: dict[str, dict[str, Any]]) -> bool:
+        nodes = by_name(objects)
+        for name, node_conditions in wanted.items():
+            if name not in met and name not in outcomes and all_met(evaluate(nodes.get(name), node_conditions)):
+                met[name] = nodes[name]
+        return len(met) + len(outcomes) == len(wanted)
+
+    outcome = wait_until(ListWatch(client, "nodes"), all_done, client.retry.deadline(timeout), client.retry, poll_interval)
+    last = by_name(outcome.objects)
+    for name, node_conditions in wanted.items():
+        if name in outcomes:
+            continue
+        node = met.get(name, last.get(name))
+        results = evaluate(node, node_conditions)
+        result = {
+            "changed": False,
+            "node": node_summary(node),
+            "conditions": results,
+            "matched": [entry["condition"] for entry in results if entry["met"]],
+        }
+        if name in met:
+            outcomes[name] = result
+        else:
+            outcomes[name] = K8sError(
+                "node {0} did not meet the conditions within {1:g}s: {2}".format(name, timeout, unmet_summary(results)), **result)
+    return outcomes
+
+
+def unmatched_pods(pods: Iterable[Mapping[str, Any]], labels: Mapping[str, Any]) -> list[str]:
+    """The running pods whose ``spec.nodeSelector`` a node with ``labels`` no longer satisfies
+    (``namespace/name``): a DaemonSet's pods that its controller is about to remove."""
+    found = []
+    for pod in pods:
+        if ((pod.get("status") or {}).get("phase")) in ("Succeeded", "Failed"):
+            continue
+        selector = ((pod.get("spec") or {}).get("nodeSelector")) or {}
+        if any(labels.get(key) != value for key, value in selector.items()):
+            metadata = pod.get("metadata") or {}
+            found.append("{0}/{1}".format(metadata.get("namespace"), metadata.get("name")))
+    return sorted(found)
+
+
+def wait_for_unmatched_pods(client: KubeClient, name: str, labels: Mapping[str, Any], timeout: float, poll_interval: float = 2.0) -> list[str]:
+    """Wait until no pod on node ``name`` has a node selector that ``labels`` do not satisfy.
+
+    Returns the pods that were waited for; raises K8sError naming those still there at the deadline.
+    """
+    first: list[list[str]] = []
+
+    def none_left(objects: dict[str, dict[str, Any]]) -> bool:
+        left = unmatched_pods(objects.values(), labels)
+        if not first:
+            first.append(left)
+        return not left
+
+    outcome = wait_until(ListWatch(client, "pods", field_selector="spec.nodeName=" + name), none_left,
+                         client.retry.deadline(timeout), client.retry, poll_interval)
+    if not outcome.met:
+        left = unmatched_pods(outcome.objects.values(), labels)
+        raise K8sError("node {0}: pods whose node selector the new labels no longer match were still there after {1:g}s: {2}".format(
+            name, timeout, ", ".join(left)), waited_for=first[0] if first else [], pods_left=left)
+    return first[0] if first else []

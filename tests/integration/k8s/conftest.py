@@ -88,7 +88,7 @@ class KubeEnv:
 
     def pod(self, name: str, namespace: str = "default", node: str = "gpu-node-1", gpus: dict[str, str] | None = None,
             labels: dict[str, str] | None = None, owner_kind: str | None = "ReplicaSet",
-            annotations: dict[str, str] | None = None) -> dict[str, Any]:
+            annotations: dict[str, str] | None = None, node_selector: dict[str, str] | None = None) -> dict[str, Any]:
         container: dict[str, Any] = {"name": "main", "image": "busybox"}
         if gpus:
             container["resources"] = {"limits": dict(gpus), "requests": dict(gpus)}
@@ -99,6 +99,8 @@ class KubeEnv:
             metadata["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner_kind, "name": name + "-owner",
                                             "uid": "00000000-0000-0000-0000-000000000001", "controller": True}]
         body = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"nodeName": node, "containers": [container]}}
+        if node_selector:
+            body["spec"]["nodeSelector"] = dict(node_selector)
         self.namespace(namespace)
         created = self.api_client.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, body))
         # Running and Ready, as a kubelet would report it: only such pods count for a PodDisruptionBudget.

@@ -197,3 +197,129 @@ def test_evacuate_module_fails_on_a_pdb_and_reports_the_blocked_pod(kube, tmp_pa
     assert [(b["name"], b["pdbs"]) for b in result["blocked"]] == [("serve-0", ["serve-pdb"])]
     assert kube.pod_names() == ["default/serve-0"]
     assert kube.read_node()["spec"]["unschedulable"] is True
+
+
+BATCH_PLAYBOOK = """
+- name: One run per step for a batch of nodes, each node with its own arguments and its own outcome
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/gpuops.nvidia.k8s:
+      kubeconfig: "{{ kubeconfig }}"
+  tasks:
+    - name: Fence the batch, one node of which is not in the cluster
+      gpuops.nvidia.k8s_node_taint:
+        taints: [{key: gpuops.io/mig-reconfigure, value: resources, effect: NoSchedule}]
+        nodes:
+          - {name: gpu-node-1, labels: {nvidia.com/mig.config: all-1g.5gb}}
+          - {name: gpu-node-2, labels: {nvidia.com/mig.config: all-7g.40gb}, cordon: true}
+          - {name: gpu-node-3}
+          - {name: gpu-node-9}
+      register: fence
+      failed_when: false
+
+    - name: Evacuate the batch; a budget blocks the pod of node 2
+      gpuops.nvidia.k8s_node_evacuate:
+        scope: gpu
+        timeout: 1
+        poll_interval: 0.1
+        nodes:
+          - {name: gpu-node-1}
+          - {name: gpu-node-2}
+          - {name: gpu-node-3, scope: devices, device_uuids: [GPU-aaaa]}
+      register: evacuate
+      failed_when: false
+
+    - name: Switch a client off on the batch; its pod on node 3 is not removed
+      gpuops.nvidia.k8s_node_label:
+        labels: {nvidia.com/gpu.deploy.device-plugin: paused-for-mig-change}
+        wait_for_unmatched_pods: true
+        wait_timeout: 1
+        nodes:
+          - {name: gpu-node-1}
+          - {name: gpu-node-3}
+      register: pause
+      failed_when: false
+
+    - name: Wait for the batch; node 3 never gets its label
+      gpuops.nvidia.k8s_node_wait:
+        labels: {nvidia.com/gpu.deploy.device-plugin: paused-for-mig-change}
+        timeout: 2
+        poll_interval: 0.2
+        nodes:
+          - {name: gpu-node-1, ready: true}
+          - {name: gpu-node-3, labels: {never: "true"}}
+      register: waited
+      failed_when: false
+
+    - name: A check per host fails exactly the hosts of the failed nodes
+      ansible.builtin.set_fact:
+        failures: >-
+          {{ [['fence', fence], ['evacuate', evacuate], ['pause', pause], ['wait', waited]]
+             | gpuops.nvidia.batch_failures(['gpu-node-1', 'gpu-node-2', 'gpu-node-3', 'gpu-node-9']) }}
+
+    - name: Save what the modules returned
+      ansible.builtin.copy:
+        dest: "{{ results_file }}"
+        content: "{{ {'fence': fence, 'evacuate': evacuate, 'pause': pause, 'waited': waited, 'failures': failures} | to_json }}"
+        mode: "0600"
+"""
+
+
+def test_batch_runs_each_node_with_its_own_arguments_and_reports_each_nodes_failure(kube, tmp_path):
+    for name in ("gpu-node-1", "gpu-node-2", "gpu-node-3"):
+        kube.node(name, labels={"kubernetes.io/hostname": name, "nvidia.com/gpu.deploy.device-plugin": "true"})
+    kube.pod("train-1", node="gpu-node-1", gpus=GPU)
+    kube.pod("serve-2", node="gpu-node-2", gpus=GPU, labels={"app": "serve"})
+    kube.pdb("serve-pdb", {"app": "serve"})
+    kube.pod("other-3", node="gpu-node-3", gpus=GPU, annotations={"gpuops.io/device-ids": "GPU-bbbb"})
+    kube.pod("plugin-3", node="gpu-node-3", owner_kind="DaemonSet",
+             node_selector={"nvidia.com/gpu.deploy.device-plugin": "true"})
+    playbook = tmp_path / "batch.yml"
+    playbook.write_text(BATCH_PLAYBOOK)
+    results_file = tmp_path / "results.json"
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
+               "-e", "ansible_python_interpreter=" + sys.executable, "-e", "kubeconfig=" + str(kube.kubeconfig),
+               "-e", "results_file=" + str(results_file)]
+    kube.clear_requests()
+    done = run(command, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(results_file.read_text())
+
+    fence = results["fence"]
+    # failed_when: false leaves failing to the per-host check; the run itself said it failed.
+    assert fence["failed"] is False and fence["failed_nodes"] == ["gpu-node-9"]
+    assert "gpu-node-9" in fence["msg"] and fence["nodes"]["gpu-node-9"]["failed"] is True
+    assert fence["nodes"]["gpu-node-2"]["unschedulable"] is True and fence["nodes"]["gpu-node-1"]["unschedulable"] is False
+    for name, config in (("gpu-node-1", "all-1g.5gb"), ("gpu-node-2", "all-7g.40gb")):
+        node = kube.read_node(name)
+        assert node["metadata"]["labels"]["nvidia.com/mig.config"] == config
+        assert node["spec"]["taints"] == [{"key": "gpuops.io/mig-reconfigure", "value": "resources", "effect": "NoSchedule"}]
+    assert "nvidia.com/mig.config" not in kube.read_node("gpu-node-3")["metadata"]["labels"]
+
+    evacuate = results["evacuate"]
+    assert evacuate["failed_nodes"] == ["gpu-node-2"]
+    assert [e["name"] for e in evacuate["nodes"]["gpu-node-1"]["evicted"]] == ["train-1"]
+    assert "blocked by PodDisruptionBudget serve-pdb" in evacuate["nodes"]["gpu-node-2"]["msg"]
+    # Node 3's own scope: only pods bound to GPU-aaaa, and other-3 is bound to another GPU.
+    assert evacuate["nodes"]["gpu-node-3"]["evicted"] == []
+    assert kube.pod_names("gpu-node-1") == [] and kube.pod_names("gpu-node-2") == ["default/serve-2"]
+    assert kube.pod_names("gpu-node-3") == ["default/other-3", "default/plugin-3"]
+
+    pause = results["pause"]
+    assert pause["failed_nodes"] == ["gpu-node-3"]
+    assert pause["nodes"]["gpu-node-1"]["waited_for"] == []
+    assert pause["nodes"]["gpu-node-3"]["pods_left"] == ["default/plugin-3"]
+
+    waited = results["waited"]
+    assert waited["failed_nodes"] == ["gpu-node-3"]
+    assert set(waited["nodes"]["gpu-node-1"]["matched"]) == {"ready", "labels[nvidia.com/gpu.deploy.device-plugin]"}
+    assert "labels[never]" in waited["nodes"]["gpu-node-3"]["msg"]
+    # One watch of the nodes served the whole batch.
+    assert len(kube.requests(verb="watch", resource="nodes")) <= 2
+
+    assert results["failures"] == {
+        "gpu-node-9": "fence: " + fence["nodes"]["gpu-node-9"]["msg"],
+        "gpu-node-2": "evacuate: " + evacuate["nodes"]["gpu-node-2"]["msg"],
+        "gpu-node-3": "pause: " + pause["nodes"]["gpu-node-3"]["msg"],
+    }

@@ -11,7 +11,13 @@ from k8s_unit_helpers import api_error, make_node
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError, RetryPolicy
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import NodeConditions
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import apply_event, wait_for_node, wait_until
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import (
+    apply_event,
+    unmatched_pods,
+    wait_for_node,
+    wait_for_nodes,
+    wait_until,
+)
 
 
 class ScriptedSource:
@@ -153,3 +159,40 @@ def test_wait_for_node_follows_the_watch(fake_kube):
 def test_wait_for_node_needs_a_condition(fake_kube):
     with pytest.raises(K8sError, match="no condition given"):
         wait_for_node(fake_kube(nodes=[]), "n", NodeConditions(), timeout=1, poll_interval=1)
+
+
+def test_wait_for_nodes_follows_the_batch_with_one_watch(fake_kube):
+    kube = fake_kube(nodes=[make_node("n1", allocatable={"nvidia.com/gpu": "0"}), make_node("n2", allocatable={"nvidia.com/gpu": "0"})])
+    kube.watch_events = [[{"type": "MODIFIED", "object": make_node("n1", allocatable={"nvidia.com/gpu": "4"})},
+                          {"type": "MODIFIED", "object": make_node("n2", allocatable={"nvidia.com/gpu": "7"})}]]
+    requests = [{"name": "n1", "allocatable": {"nvidia.com/gpu": 4}, "timeout": 60, "poll_interval": 1},
+                {"name": "n2", "allocatable": {"nvidia.com/gpu": 2}, "timeout": 30, "poll_interval": 1}]
+    outcomes = wait_for_nodes(kube, requests, lambda request: NodeConditions(allocatable=request["allocatable"]))
+    assert outcomes["n1"]["matched"] == ["allocatable[nvidia.com/gpu]"]
+    assert isinstance(outcomes["n2"], K8sError)
+    assert "node n2 did not meet the conditions within 60s" in outcomes["n2"].msg
+    assert "allocatable[nvidia.com/gpu]: expected '2'" in outcomes["n2"].msg
+    # The whole batch from one selection of the nodes, not one per node.
+    assert {call[1] for call in kube.calls if call[0] == "list_nodes"} == {None}
+    assert kube.count("watch") >= 1
+
+
+def test_a_node_of_the_batch_without_a_condition_fails_alone(fake_kube):
+    kube = fake_kube(nodes=[make_node("n1")])
+    requests = [{"name": "n1", "ready": True, "timeout": 5, "poll_interval": 1}, {"name": "n2", "ready": None, "timeout": 5, "poll_interval": 1}]
+    outcomes = wait_for_nodes(kube, requests, lambda request: NodeConditions(ready=request["ready"]))
+    assert outcomes["n1"]["matched"] == ["ready"]
+    assert "no condition given" in outcomes["n2"].msg
+
+
+def test_unmatched_pods_are_those_whose_node_selector_no_longer_holds():
+    def pod(name, selector, phase="Running"):
+        return {"metadata": {"namespace": "ns", "name": name}, "spec": {"nodeSelector": selector}, "status": {"phase": phase}}
+
+    labels = {"nvidia.com/gpu.deploy.device-plugin": "paused-for-mig-change", "kubernetes.io/os": "linux"}
+    pods = [pod("plugin", {"nvidia.com/gpu.deploy.device-plugin": "true"}),
+            pod("finished", {"nvidia.com/gpu.deploy.device-plugin": "true"}, phase="Succeeded"),
+            pod("linux", {"kubernetes.io/os": "linux"}),
+            pod("plain", {}),
+            pod("gone-label", {"example.com/pool": "a"})]
+    assert unmatched_pods(pods, labels) == ["ns/gone-label", "ns/plugin"]

@@ -88,6 +88,27 @@ def test_pods_selecting_paused_labels():
     assert [p["metadata"]["name"] for p in f.pods_selecting_labels(pods, ["nvidia.com/gpu.deploy.device-plugin"])] == ["dp"]
 
 
+def test_batch_failures_name_each_nodes_first_failed_step():
+    begun = {"changed": True, "nodes": {"n1": {"changed": True}, "n2": {"failed": True, "msg": "node n2 not found"}}}
+    evacuated = {"failed": True, "msg": "1 of 2 nodes failed", "nodes": {"n1": {"failed": True, "msg": "PDB blocked"}}}
+    paused = {"skipped": True}
+    assert f.batch_failures([["taint", begun], ["evict", evacuated], ["pause", paused]], ["n1", "n2", "n3"]) == {
+        "n1": "evict: PDB blocked",
+        "n2": "taint: node n2 not found",
+    }
+
+
+def test_a_step_that_failed_as_a_whole_fails_every_node_still_going():
+    begun = {"nodes": {"n1": {"failed": True, "msg": "gone"}, "n2": {}}}
+    # Registered with failed_when: false, as the role does.
+    broken = {"failed": False, "msg": "Cannot load Kubernetes configuration"}
+    assert f.batch_failures([["taint", begun], ["evict", broken]], ["n1", "n2"]) == {
+        "n1": "taint: gone",
+        "n2": "evict: Cannot load Kubernetes configuration",
+    }
+    assert f.batch_failures([["taint", None], ["evict", {"skipped": True}]], ["n1"]) == {}
+
+
 @pytest.mark.parametrize("replicas", [-1, "x"])
 def test_bad_time_slicing_replicas_are_refused(replicas):
     with pytest.raises(AnsibleFilterError, match="replicas"):
