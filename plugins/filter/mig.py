@@ -164,17 +164,6 @@ def gpu_clients_to_resume(node: Mapping[str, Any], paused: Mapping[str, str], en
     return wanted
 
 
-def pods_selecting_labels(pods: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> List[Mapping[str, Any]]:
-    """The pods whose nodeSelector uses one of the label ``keys`` (the paused clients' pods)."""
-    wanted = set(keys)
-    selected = []
-    for pod in pods or []:
-        selector = ((pod.get("spec") or {}).get("nodeSelector")) or {}
-        if wanted & set(selector):
-            selected.append(pod)
-    return selected
-
-
 def batch_failures(steps: Iterable[Sequence[Any]], nodes: Iterable[str]) -> Dict[str, str]:
     """The first failure of each node in a batch's steps, as ``{node: "step: reason"}``.
 
@@ -214,6 +203,5 @@ class FilterModule:
             "gpu_clients_running": gpu_clients_running,
             "gpu_clients_paused": gpu_clients_paused,
             "gpu_clients_to_resume": gpu_clients_to_resume,
-            "pods_selecting_labels": pods_selecting_labels,
             "batch_failures": batch_failures,
         }

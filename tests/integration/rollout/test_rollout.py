@@ -231,17 +231,23 @@ def test_strategy_single_to_mixed_then_time_slicing_roll_node_by_node(sim_cluste
 def test_pdb_that_never_allows_eviction_leaves_the_node_failed_and_tainted(small):
     first = small.nodes[0]
     small.workload(name="critical", resource="nvidia.com/mig-1g.5gb", count=2, node=first, pdb_max_unavailable="0")
+    # Both nodes in one batch: the batch's eviction fails for the first node only.
     run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-3g.20gb",
-                         "-e", "mig_reconfigure_evacuate_timeout=3", check=False)
+                         "-e", "mig_reconfigure_evacuate_timeout=3", "-e", "mig_rollout_batch=100%", check=False)
     assert run.rc != 0
     node = small.node(first)
     assert node["metadata"]["labels"][STATE] == "failed"
     assert TAINT in taints(node)
-    assert "gpuops.io/mig-reconfigure.message" in node["metadata"]["annotations"]
-    # Its GPU clients were resumed, never left paused.
+    message = node["metadata"]["annotations"]["gpuops.io/mig-reconfigure.message"]
+    assert "Evict the pods that use the changing GPUs" in message and "critical" in message
+    # Its GPU clients were resumed, never left paused; its layout is untouched.
     assert node["metadata"]["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true"
-    # max_fail_percentage 0: the rollout stopped after the failed batch.
-    assert all(small.layout(n) == [["1g.5gb"] * 7] * 2 for n in small.nodes)
+    assert small.layout(first) == [["1g.5gb"] * 7] * 2
+    # The other node of the batch went on without it.
+    for other in small.nodes[1:]:
+        assert small.layout(other) == [["3g.20gb", "3g.20gb"]] * 2
+        assert small.node(other)["metadata"]["labels"][STATE] == "success"
+        assert TAINT not in taints(small.node(other))
     assert "MIG ROLLOUT SUMMARY" in run.output and first in run.output.split("MIG ROLLOUT SUMMARY")[1]
     assert not pod_deletes(small.requests())
 
@@ -260,11 +266,17 @@ def test_nvml_failure_mid_apply_then_a_gpu_held_outside_kubernetes(small):
     first = small.nodes[0]
     state = small.cluster.state_path(first)
     nvml.add_fault(state, "nvmlDeviceCreateGpuInstanceWithPlacement", "INSUFFICIENT_RESOURCES", count=1)
-    run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-2g.10gb", check=False)
+    run = small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-2g.10gb",
+                         "-e", "mig_rollout_batch=100%", check=False)
     assert run.rc != 0
     node = small.node(first)
     assert node["metadata"]["labels"][STATE] == "failed"
     assert TAINT in taints(node)
+    # The failed node is left out of the batch's resume and finish; the other node completes.
+    assert node["metadata"]["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true"
+    for other in small.nodes[1:]:
+        assert small.layout(other) == [["2g.10gb"] * 3] * 2
+        assert small.node(other)["metadata"]["labels"][STATE] == "success"
     small.playbook("mig-reconfigure.yml", *small.common, "-e", "mig_config_name=all-2g.10gb")
     for node_name in small.nodes:
         assert small.layout(node_name) == [["2g.10gb"] * 3] * 2

@@ -82,12 +82,6 @@ def test_first_install_switches_on_the_plugin_and_gfd():
     }
 
 
-def test_pods_selecting_paused_labels():
-    pods = [{"metadata": {"name": "dp"}, "spec": {"nodeSelector": {"nvidia.com/gpu.deploy.device-plugin": "true"}}},
-            {"metadata": {"name": "job"}, "spec": {}}]
-    assert [p["metadata"]["name"] for p in f.pods_selecting_labels(pods, ["nvidia.com/gpu.deploy.device-plugin"])] == ["dp"]
-
-
 def test_batch_failures_name_each_nodes_first_failed_step():
     begun = {"changed": True, "nodes": {"n1": {"changed": True}, "n2": {"failed": True, "msg": "node n2 not found"}}}
     evacuated = {"failed": True, "msg": "1 of 2 nodes failed", "nodes": {"n1": {"failed": True, "msg": "PDB blocked"}}}
