@@ -162,14 +162,21 @@ def wait_until(
             retry.sleep(min(poll_interval, deadline.remaining()))
 
 
-def wait_for_node(client: KubeClient, name: str, conditions: NodeConditions, timeout: float, poll_interval: float) -> dict[str, Any]:
-    """Wait until node ``name`` meets ``conditions``; the result of k8s_node_wait."""
-    if conditions.is_empty():
-        raise K8sError("no condition given: set at least one of allocatable, capacity, labels, ready, unschedulable, jmespath")
+NO_CONDITION = "no condition given: set at least one of allocatable, capacity, labels, ready, unschedulable, jmespath"
+
+
+def check_wait_times(timeout: float, poll_interval: float) -> None:
     if timeout < 0:
         raise K8sError("timeout: must be 0 or more seconds, got {0}".format(timeout))
     if poll_interval <= 0:
         raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
+
+
+def wait_for_node(client: KubeClient, name: str, conditions: NodeConditions, timeout: float, poll_interval: float) -> dict[str, Any]:
+    """Wait until node ``name`` meets ``conditions``; the result of k8s_node_wait."""
+    if conditions.is_empty():
+        raise K8sError(NO_CONDITION)
+    check_wait_times(timeout, poll_interval)
 
     def the_node(objects: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         for obj in objects.values():
@@ -210,14 +217,10 @@ def wait_for_nodes(client: KubeClient, requests: list[Mapping[str, Any]], condit
     for request in requests:
         wanted[request["name"]] = conditions(request)
         if wanted[request["name"]].is_empty():
-            outcomes[request["name"]] = K8sError(
-                "no condition given: set at least one of allocatable, capacity, labels, ready, unschedulable, jmespath")
+            outcomes[request["name"]] = K8sError(NO_CONDITION)
     timeout = max(request["timeout"] for request in requests)
     poll_interval = min(request["poll_interval"] for request in requests)
-    if timeout < 0:
-        raise K8sError("timeout: must be 0 or more seconds, got {0}".format(timeout))
-    if poll_interval <= 0:
-        raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
+    check_wait_times(timeout, poll_interval)
     met: dict[str, dict[str, Any]] = {}
 
     def by_name(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -50,6 +50,20 @@ def test_adhoc_label_with_environment_kubeconfig_and_secret_never_shown(kube, tm
     assert patch["content_type"].startswith("application/merge-patch+json")
 
 
+def run_playbook(text: str, kube, tmp_path: Path) -> dict:
+    """Run a playbook that saves what its modules returned to results_file; return that."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(text)
+    results_file = tmp_path / "results.json"
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
+               "-e", "ansible_python_interpreter=" + sys.executable, "-e", "kubeconfig=" + str(kube.kubeconfig),
+               "-e", "results_file=" + str(results_file)]
+    kube.clear_requests()
+    done = run(command, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(results_file.read_text())
+
+
 PLAYBOOK = """
 - name: Node choreography through the k8s action group
   hosts: localhost
@@ -147,16 +161,7 @@ def test_playbook_runs_all_four_modules_through_the_action_group(kube, tmp_path)
     kube.node(labels={"nvidia.com/gpu.deploy.device-plugin": "true"})
     kube.pod("train-0", gpus=GPU)
     kube.pod("web")
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAYBOOK)
-    results_file = tmp_path / "results.json"
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
-               "-e", "ansible_python_interpreter=" + sys.executable, "-e", "kubeconfig=" + str(kube.kubeconfig),
-               "-e", "results_file=" + str(results_file)]
-    kube.clear_requests()
-    done = run(command, tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads(results_file.read_text())
+    results = run_playbook(PLAYBOOK, kube, tmp_path)
 
     assert results["fence_check"]["changed"] is True
     assert results["fence_check"]["diff"]["before"] == {"taints": [], "unschedulable": False}
@@ -275,16 +280,7 @@ def test_batch_runs_each_node_with_its_own_arguments_and_reports_each_nodes_fail
     kube.pod("other-3", node="gpu-node-3", gpus=GPU, annotations={"gpuops.io/device-ids": "GPU-bbbb"})
     kube.pod("plugin-3", node="gpu-node-3", owner_kind="DaemonSet",
              node_selector={"nvidia.com/gpu.deploy.device-plugin": "true"})
-    playbook = tmp_path / "batch.yml"
-    playbook.write_text(BATCH_PLAYBOOK)
-    results_file = tmp_path / "results.json"
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
-               "-e", "ansible_python_interpreter=" + sys.executable, "-e", "kubeconfig=" + str(kube.kubeconfig),
-               "-e", "results_file=" + str(results_file)]
-    kube.clear_requests()
-    done = run(command, tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads(results_file.read_text())
+    results = run_playbook(BATCH_PLAYBOOK, kube, tmp_path)
 
     fence = results["fence"]
     # failed_when: false leaves failing to the per-host check; the run itself said it failed.
