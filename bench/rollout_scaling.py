@@ -21,11 +21,13 @@ of 10 % that is 60 s per batch (10 batches: 600 s whatever the size); node by no
 recommends for production, it is 60 s per node.
 
 A size whose projected time does not fit in what is left of the run's budget is not started; the
-result says so, with the projection. The projection is the previous size's controller CPU per node,
-times the nodes, over the machine's cores, plus a fifth: at 10 nodes a batch of 10 % is one node and
-the controller works one core, while wider batches keep every core busy, so scaling the wall time
-linearly would overstate larger sizes. A run that overshoots is stopped at the budget and reported
-as not finished.
+result says so, with the projection. The rollout's Kubernetes steps are module runs made once per
+batch, the rest once per node, and batches of 10 % make 10 batches at every size. So the projection
+takes the previous size's controller CPU per module run, times the module runs the new size makes
+(its per-node runs times the nodes, plus its per-batch runs times the batches), over the machine's
+cores, plus a fifth. Scaling the previous size's CPU per node instead would overstate larger sizes
+several times: at 10 nodes each batch is one node, and the per-batch runs count as per-node runs.
+A run that overshoots is stopped at the budget and reported as not finished.
 """
 
 from __future__ import annotations
@@ -54,9 +56,24 @@ MARGIN_S = 30  # cluster start and teardown around a measured run
 CORES = os.cpu_count() or 1
 
 
+# The modules the rollout runs once per batch, on the API host.
+BATCH_ACTIONS = frozenset({"gpuops.nvidia.k8s_node_taint", "gpuops.nvidia.k8s_node_label", "gpuops.nvidia.k8s_node_evacuate",
+                           "gpuops.nvidia.k8s_node_wait", "kubernetes.core.k8s_info"})
+
+
 def project_wall_s(measured: Dict[str, Any], nodes: int) -> float:
     """Wall time a size should take, from a smaller measured size (see the module docstring)."""
-    return 1.2 * measured["controller_cpu_per_node_s"] * nodes / CORES + measured["setup_wall_s"] * nodes / measured["nodes"]
+    runs = measured["module_runs"]
+    cpu_per_run = measured["controller_cpu_s"] / max(runs["per_node_part"] * measured["nodes"] + runs["per_batch_part"] * batches(measured["nodes"]), 1)
+    projected_runs = runs["per_node_part"] * nodes + runs["per_batch_part"] * batches(nodes)
+    return 1.2 * cpu_per_run * projected_runs / CORES + measured["setup_wall_s"] * nodes / measured["nodes"]
+
+
+def module_run_parts(by_action: Dict[str, int], nodes: int) -> Dict[str, float]:
+    """The run's module runs split into those per node and those per batch."""
+    per_batch = sum(runs for action, runs in by_action.items() if action in BATCH_ACTIONS)
+    per_node = sum(by_action.values()) - per_batch
+    return {"per_node_part": round(per_node / nodes, 2), "per_batch_part": round(per_batch / batches(nodes), 2)}
 
 
 def batches(nodes: int, percent: float = 10.0) -> int:
@@ -94,6 +111,7 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
         "controller_cpu_s": rounded(run.cpu_s, 1),
         "controller_cpu_per_node_s": rounded(run.cpu_s / nodes, 3),
         "module_runs_per_node": run.module_runs(cluster.nodes)["per_node"],
+        "module_runs": module_run_parts(run.module_runs_by_action(), nodes),
         "simulator_cpu_s": rounded(sim_cpu, 1),
         "simulator_share_of_wall": rounded(sim_cpu / run.wall_s, 3) if run.wall_s else None,
         "simulator_share_of_cpu": rounded(sim_cpu / (sim_cpu + run.cpu_s), 3) if run.cpu_s else None,
@@ -118,7 +136,7 @@ def run(options: Options) -> Dict[str, Any]:
         if projected is not None and projected + MARGIN_S > remaining:
             results.append({"nodes": nodes, "finished": False, "not_run": True,
                             "projected_wall_s": rounded(projected, 0),
-                            "reason": f"projected {projected:.0f} s (controller CPU per node at {results[-1]['nodes']} "
+                            "reason": f"projected {projected:.0f} s (controller CPU per module run at {results[-1]['nodes']} "
                                       f"nodes, over {CORES} cores) > {max(remaining, 0):.0f} s left of the run's budget"})
             continue
         budget = None if remaining == float("inf") else max(remaining - MARGIN_S, 60.0)

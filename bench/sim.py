@@ -178,6 +178,14 @@ class AnsibleRun:
             "first_node_by_action": dict(sorted(sample.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
+    def module_runs_by_action(self) -> Dict[str, int]:
+        """Module runs of the whole run by action, whichever host ran them."""
+        totals: Dict[str, int] = {}
+        for counts in self.counts.get("modules", {}).values():
+            for action, runs in counts.items():
+                totals[action] = totals.get(action, 0) + runs
+        return totals
+
 
 def ansible_env(counts_file: Optional[Path] = None, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env = dict(os.environ)
