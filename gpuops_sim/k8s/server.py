@@ -458,7 +458,11 @@ class Handler(BaseHTTPRequestHandler):
                                  limit=limit or None, continue_token=query.get("continue") or None)
         items, rv, token, remaining = page.items, page.resource_version, page.continue_token, page.remaining
         if "as=Table" in (self.headers.get("Accept") or ""):
-            return table(rt, items, rv, query.get("includeObject"))
+            listed = table(rt, items, rv, query.get("includeObject"))
+            # kubectl pages its tables too (500 rows a request): without the token it stops at the first page.
+            if token:
+                listed["metadata"]["continue"] = token
+            return listed
         meta: Obj = {"resourceVersion": rv}
         if token:
             meta["continue"] = token

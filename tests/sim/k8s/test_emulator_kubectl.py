@@ -49,6 +49,13 @@ def test_get_nodes_table(kubectl, seeded):
     assert lines[1].split()[:3] == ["cpu-node-1", "Ready", "<none>"]
 
 
+def test_get_nodes_table_follows_the_pages(kubectl, seeded):
+    for index in range(2, 6):
+        seeded.store.create("nodes", None, {"metadata": {"name": "cpu-node-%d" % index}})
+    lines = kubectl("get", "nodes", "--chunk-size=2", "--no-headers").stdout.splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["cpu-node-%d" % i for i in range(1, 6)] + ["gpu-node-1"]
+
+
 def test_get_pods_all_namespaces_wide(kubectl, seeded):
     lines = kubectl("get", "pods", "-A", "-o", "wide").stdout.splitlines()
     assert lines[0].split()[:5] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"]
