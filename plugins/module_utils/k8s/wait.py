@@ -172,6 +172,21 @@ def check_wait_times(timeout: float, poll_interval: float) -> None:
         raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
 
 
+def _node_result(node: Mapping[str, Any] | None, conditions: NodeConditions) -> dict[str, Any]:
+    """What k8s_node_wait reports for one node: its summary and each condition's outcome."""
+    results = evaluate(node, conditions)
+    return {
+        "changed": False,
+        "node": node_summary(node),
+        "conditions": results,
+        "matched": [entry["condition"] for entry in results if entry["met"]],
+    }
+
+
+def _timed_out(name: str, timeout: float, result: dict[str, Any]) -> K8sError:
+    return K8sError("node {0} did not meet the conditions within {1:g}s: {2}".format(name, timeout, unmet_summary(result["conditions"])), **result)
+
+
 def wait_for_node(client: KubeClient, name: str, conditions: NodeConditions, timeout: float, poll_interval: float) -> dict[str, Any]:
     """Wait until node ``name`` meets ``conditions``; the result of k8s_node_wait."""
     if conditions.is_empty():
@@ -191,16 +206,9 @@ def wait_for_node(client: KubeClient, name: str, conditions: NodeConditions, tim
         client.retry,
         poll_interval,
     )
-    node = the_node(outcome.objects)
-    results = evaluate(node, conditions)
-    result = {
-        "changed": False,
-        "node": node_summary(node),
-        "conditions": results,
-        "matched": [entry["condition"] for entry in results if entry["met"]],
-    }
+    result = _node_result(the_node(outcome.objects), conditions)
     if not outcome.met:
-        raise K8sError("node {0} did not meet the conditions within {1:g}s: {2}".format(name, timeout, unmet_summary(results)), **result)
+        raise _timed_out(name, timeout, result)
     return result
 
 
@@ -238,19 +246,8 @@ def wait_for_nodes(client: KubeClient, requests: list[Mapping[str, Any]], condit
     for name, node_conditions in wanted.items():
         if name in outcomes:
             continue
-        node = met.get(name, last.get(name))
-        results = evaluate(node, node_conditions)
-        result = {
-            "changed": False,
-            "node": node_summary(node),
-            "conditions": results,
-            "matched": [entry["condition"] for entry in results if entry["met"]],
-        }
-        if name in met:
-            outcomes[name] = result
-        else:
-            outcomes[name] = K8sError(
-                "node {0} did not meet the conditions within {1:g}s: {2}".format(name, timeout, unmet_summary(results)), **result)
+        result = _node_result(met.get(name, last.get(name)), node_conditions)
+        outcomes[name] = result if name in met else _timed_out(name, timeout, result)
     return outcomes
 
 
