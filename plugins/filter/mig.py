@@ -134,6 +134,37 @@ def mig_changing_devices(gpus: Any, plan: Optional[Mapping[str, Any]]) -> List[s
     return sorted({u for u in uuids if u})
 
 
+def mig_node_plan(
+    result: Mapping[str, Any],
+    strategy: str = "none",
+    time_slicing_replicas: Any = None,
+    time_slicing_rename_by_default: Any = False,
+    node: Optional[str] = None,
+    labels: str = "essential",
+) -> Dict[str, Any]:
+    """What a rollout keeps of a node's reading and plan: a few hundred bytes instead of the whole result.
+
+    ``result`` is a mig_config result (its ``observed`` reading and ``plan``), or ``{"observed":
+    <gpu_info result>}`` for a node without a config. Every fact a playbook keeps per host is
+    handled by the controller on each later task of that host, so a fleet keeps this, not the
+    per-GPU profile tables of the reading.
+    """
+    observed = result.get("observed") or {}
+    gpus = observed.get("gpus") or []
+    plan = result.get("plan")
+    return {
+        "driver_version": observed.get("driver_version") or "",
+        "gpu_count": len(gpus),
+        "changed": bool(result.get("changed")),
+        "config": result.get("config"),
+        "boot_record": result.get("boot_record"),
+        "before": mig_layout_summary(gpus),
+        "after": mig_layout_summary(gpus, plan),
+        "expected": mig_expected_resources(gpus, plan, strategy, time_slicing_replicas, time_slicing_rename_by_default, node, labels),
+        "changing_devices": mig_changing_devices(gpus, plan),
+    }
+
+
 def gpu_clients_running(node: Mapping[str, Any], clients: Iterable[str]) -> Dict[str, str]:
     """The ``nvidia.com/gpu.deploy.<client>`` labels of the node whose value is "true"."""
     labels = (node.get("metadata") or {}).get("labels") or {}
@@ -200,6 +231,7 @@ class FilterModule:
             "mig_advertised_diff": mig_advertised_diff,
             "mig_layout_summary": mig_layout_summary,
             "mig_changing_devices": mig_changing_devices,
+            "mig_node_plan": mig_node_plan,
             "gpu_clients_running": gpu_clients_running,
             "gpu_clients_paused": gpu_clients_paused,
             "gpu_clients_to_resume": gpu_clients_to_resume,

@@ -53,6 +53,34 @@ def test_a_mode_change_moves_everything_on_that_gpu():
     assert f.mig_changing_devices(gpus, plan) == ["GPU-0", "MIG-a"]
 
 
+def test_node_plan_keeps_what_the_rollout_needs_and_no_reading():
+    gpus = [gpu(0, [gi(1, "3g.20gb", "MIG-a"), gi(2, "3g.20gb", "MIG-b")]), gpu(1, [gi(1, "7g.40gb", "MIG-c")])]
+    plan = {"gpus": [gpu_plan(0, destroy=[2], layout={"3g.20gb": {"count": 1, "placements": []},
+                                                      "2g.10gb": {"count": 1, "placements": []}}),
+                     gpu_plan(1, changed=False, layout={"7g.40gb": {"count": 1, "placements": []}})]}
+    result = {"changed": True, "config": {"version": "v1"}, "boot_record": {"config_name": "old"}, "plan": plan,
+              "observed": {"driver_version": "550.54.15", "gpus": gpus}}
+    kept = f.mig_node_plan(result, strategy="mixed", node="n1")
+    assert kept == {
+        "driver_version": "550.54.15",
+        "gpu_count": 2,
+        "changed": True,
+        "config": {"version": "v1"},
+        "boot_record": {"config_name": "old"},
+        "before": "2x3g.20gb on GPU 0, 1x7g.40gb on GPU 1",
+        "after": "1x2g.10gb+1x3g.20gb on GPU 0, 1x7g.40gb on GPU 1",
+        "expected": f.mig_expected_resources(gpus, plan, "mixed", node="n1"),
+        "changing_devices": ["MIG-b"],
+    }
+
+
+def test_node_plan_of_a_node_without_config_or_driver():
+    kept = f.mig_node_plan({"observed": {"gpus": []}})
+    assert kept["gpu_count"] == 0 and kept["driver_version"] == "" and kept["changed"] is False
+    assert kept["config"] is None and kept["boot_record"] is None and kept["changing_devices"] == []
+    assert kept["before"] == kept["after"] == "no GPUs"
+
+
 def test_advertised_diff_compares_resources_and_labels():
     node = {"metadata": {"labels": {"nvidia.com/mig.strategy": "mixed"}},
             "status": {"allocatable": {"nvidia.com/mig-1g.5gb": "7", "nvidia.com/mig-3g.20gb": "2", "cpu": "8"}}}
