@@ -299,6 +299,7 @@ class Agents:
         self.pods: dict[tuple[str, str], Obj] = {}
         self.ds_pods: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}  # ds key → node → pod key
         self.ds_wanted: dict[tuple[str, str], set[str]] = {}  # ds key → nodes it selects
+        self.ds_revisions: dict[tuple[str, str], str] = {}  # ds key → hash of its pod template
         self._rotation = 0  # where the scheduler starts scanning nodes
         self.daemons: dict[tuple[str, str], Daemon] = {}
         self.workloads: dict[tuple[str, str], WorkloadPod] = {}
@@ -425,11 +426,19 @@ class Agents:
         if event_type == "DELETED":
             self.daemonsets.pop(key, None)
             self.ds_wanted.pop(key, None)
+            self.ds_revisions.pop(key, None)
             for pod_key in list(self.ds_pods.pop(key, {}).values()):
                 self._safe_delete("pods", *pod_key)
             return
+        previous = self.daemonsets.get(key)
         self.daemonsets[key] = ds
         self.ds_pods.setdefault(key, {})
+        # The agents write each DaemonSet's status themselves, and a node or pod change reconciles
+        # its own node: only a new DaemonSet or a new spec needs every node looked at again. (Doing
+        # it on every status write made the agents cost nodes x status writes on a large cluster.)
+        if previous is not None and previous.get("spec") == ds.get("spec"):
+            return
+        self.ds_revisions[key] = template_hash((ds.get("spec") or {}).get("template") or {})
         for node_name in list(self.nodes):
             self._reconcile_ds_on_node(key, node_name)
         self._mark("ds", key)
@@ -447,7 +456,7 @@ class Agents:
             self._mark("ds", ds_key)
         by_node = self.ds_pods.setdefault(ds_key, {})
         pod_key = by_node.get(node_name)
-        revision = template_hash(template)
+        revision = self.ds_revisions.get(ds_key) or template_hash(template)
         if pod_key is not None:
             pod = self.pods.get(pod_key)
             current = pod is not None and _labels(pod).get(REVISION_LABEL) == revision
@@ -489,7 +498,7 @@ class Agents:
         if ds is None:
             return
         template = (ds.get("spec") or {}).get("template") or {}
-        revision = template_hash(template)
+        revision = self.ds_revisions.get(ds_key) or template_hash(template)
         pods = [self.pods.get(k) for k in self.ds_pods.get(ds_key, {}).values()]
         pods = [p for p in pods if p is not None]
         ready = sum(1 for p in pods if _pod_ready(p))

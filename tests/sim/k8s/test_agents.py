@@ -318,3 +318,26 @@ def test_dcgm_exporter_holds_the_gpus_while_it_runs(make_sim):
     wait_for(lambda: all(g["clients"] for g in nvml.show(sim.path())["gpus"]), what="dcgm holds GPUs")
     sim.set_label("nvidia.com/gpu.deploy.dcgm-exporter", "paused-for-mig-change")
     wait_for(lambda: not any(g["clients"] for g in nvml.show(sim.path())["gpus"]), what="dcgm released GPUs")
+
+
+def test_a_daemonset_rolls_its_pods_on_a_new_template_and_only_then(make_sim):
+    sim = make_sim(nodes=3)
+    sim.install("single")
+    name = manifests.device_plugin_daemonset()["metadata"]["name"]
+
+    def revisions() -> set[str]:
+        return {p["metadata"]["labels"].get("controller-revision-hash") for p in sim.pods(name)}
+
+    wait_for(lambda: len(sim.pods(name)) == 3, what="a plugin pod on each node")
+    before = {p["metadata"]["uid"] for p in sim.pods(name)}
+    # A write of the status alone (the agents make such writes all the time) leaves the pods be.
+    sim.api.merge_patch("daemonsets", NS, name, {"status": {"observedGeneration": 99}})
+    sim.api.merge_patch("daemonsets", NS, name, {"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}})
+    wait_for(lambda: len(sim.pods(name)) == 3 and not before & {p["metadata"]["uid"] for p in sim.pods(name)},
+             what="every plugin pod replaced")
+    assert len(revisions()) == 1
+    rolled = {p["metadata"]["uid"] for p in sim.pods(name)}
+    sim.api.merge_patch("daemonsets", NS, name, {"status": {"observedGeneration": 100}})
+    sim.set_label("example.com/unrelated", "x")
+    wait_for(lambda: sim.labels().get("example.com/unrelated") == "x", what="the label")
+    assert {p["metadata"]["uid"] for p in sim.pods(name)} == rolled
