@@ -134,18 +134,12 @@ def mig_changing_devices(gpus: Any, plan: Optional[Mapping[str, Any]]) -> List[s
     return sorted({u for u in uuids if u})
 
 
-def mig_node_plan(
-    result: Mapping[str, Any],
-    strategy: str = "none",
-    time_slicing_replicas: Any = None,
-    time_slicing_rename_by_default: Any = False,
-    node: Optional[str] = None,
-    labels: str = "essential",
-) -> Dict[str, Any]:
+def mig_node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, Any]:
     """What a rollout keeps of a node's reading and plan: a few hundred bytes instead of the whole result.
 
     ``result`` is a mig_config result (its ``observed`` reading and ``plan``), or ``{"observed":
-    <gpu_info result>}`` for a node without a config. Every fact a playbook keeps per host is
+    <gpu_info result>}`` for a node without a config; ``advertising`` are mig_expected_resources'
+    options (strategy, time-slicing, node, labels). Every fact a playbook keeps per host is
     handled by the controller on each later task of that host, so a fleet keeps this, not the
     per-GPU profile tables of the reading.
     """
@@ -160,7 +154,7 @@ def mig_node_plan(
         "boot_record": result.get("boot_record"),
         "before": mig_layout_summary(gpus),
         "after": mig_layout_summary(gpus, plan),
-        "expected": mig_expected_resources(gpus, plan, strategy, time_slicing_replicas, time_slicing_rename_by_default, node, labels),
+        "expected": mig_expected_resources(gpus, plan, **advertising),
         "changing_devices": mig_changing_devices(gpus, plan),
     }
 
