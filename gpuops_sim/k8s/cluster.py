@@ -129,25 +129,25 @@ def nvml_bin_dir() -> str:
 
 
 def inventory(directory: str, nodes: list[str], python: str | None = None, path_env: str | None = None) -> dict:
+    """The cluster's inventory. What every GPU node shares is written once, in ``gpu_nodes.vars``,
+    templated on the host's name where it differs, as an operator's group_vars would: the controller
+    holds each host's own variables for the whole run, and a fleet pays for them on every task."""
     directory = os.path.abspath(directory)
     python = python or sys.executable
     search_path = os.pathsep.join([nvml_bin_dir(), path_env if path_env is not None else os.environ.get("PATH", "")])
-    hosts = {}
-    for node in nodes:
-        state = os.path.join(directory, "nodes", f"{node}.json")
-        hosts[node] = {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": python,
-            "k8s_node_name": node,
-            "gpuops_environment": {"GPUOPS_NVML_SIMULATOR": state,
-                                   "PATH": search_path},
-            # The node's files (the MIG boot service) go to its own directory; there is no systemd.
-            "mig_boot_root": os.path.join(directory, "nodes", f"{node}-root"),
-            "mig_boot_service_manage": False,
-            "mig_boot_python": python,
-            # A local connection cannot reboot: the simulated node reboots through the simulator.
-            "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim nvml reboot --state {state}",
-        }
+    state = os.path.join(directory, "nodes", "{{ inventory_hostname }}.json")
+    node_vars = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": python,
+        "k8s_node_name": "{{ inventory_hostname }}",
+        "gpuops_environment": {"GPUOPS_NVML_SIMULATOR": state, "PATH": search_path},
+        # The node's files (the MIG boot service) go to its own directory; there is no systemd.
+        "mig_boot_root": os.path.join(directory, "nodes", "{{ inventory_hostname }}-root"),
+        "mig_boot_service_manage": False,
+        "mig_boot_python": python,
+        # A local connection cannot reboot: the simulated node reboots through the simulator.
+        "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim nvml reboot --state {state}",
+    }
     return {"all": {
         "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"), "gpuops_simulated": True,
                  # The simulated GFD models every label, so the rollout cross-checks them all.
@@ -155,7 +155,7 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
         "children": {
             "kube_control_plane": {"hosts": {CONTROLLER_HOST: {"ansible_connection": "local",
                                                                "ansible_python_interpreter": python}}},
-            "gpu_nodes": {"hosts": hosts},
+            "gpu_nodes": {"vars": node_vars, "hosts": {node: None for node in nodes}},
         },
     }}
 

@@ -49,15 +49,28 @@ def test_inventory_is_parseable_by_ansible_inventory(tmp_path):
     data = json.loads(result.stdout)
     assert data["kube_control_plane"]["hosts"] == ["controller"]
     assert data["gpu_nodes"]["hosts"] == ["gpu-node-1", "gpu-node-2"]
-    host = data["_meta"]["hostvars"]["gpu-node-2"]
-    assert host["ansible_connection"] == "local"
-    assert host["k8s_node_name"] == "gpu-node-2"
-    assert host["ansible_python_interpreter"] == sys.executable
-    assert host["gpuops_environment"]["GPUOPS_NVML_SIMULATOR"] == str(tmp_path / "nodes" / "gpu-node-2.json")
-    first = host["gpuops_environment"]["PATH"].split(os.pathsep)[0]
+    # The GPU nodes' variables are group variables templated on the host's name: render them for one.
+    rendered = subprocess.run(
+        [os.path.join(REPO, ".venv", "bin", "ansible"), "gpu-node-2", "-i", str(tmp_path / "inventory.yml"),
+         "-m", "ansible.builtin.debug", "-a",
+         "msg={{ {'connection': ansible_connection, 'node': k8s_node_name, 'python': ansible_python_interpreter,"
+         " 'environment': gpuops_environment, 'kubeconfig': k8s_kubeconfig, 'simulated': gpuops_simulated,"
+         " 'boot_root': mig_boot_root, 'reboot': mig_reconfigure_reboot_command} | to_json }}"],
+        capture_output=True, text=True, check=True, cwd=REPO, timeout=120,
+        env=dict(os.environ, ANSIBLE_CALLBACK_RESULT_FORMAT="json"))
+    result, _end = json.JSONDecoder().raw_decode(rendered.stdout, rendered.stdout.index("{"))
+    host = json.loads(result["msg"])
+    state = str(tmp_path / "nodes" / "gpu-node-2.json")
+    assert host["connection"] == "local"
+    assert host["node"] == "gpu-node-2"
+    assert host["python"] == sys.executable
+    assert host["environment"]["GPUOPS_NVML_SIMULATOR"] == state
+    first = host["environment"]["PATH"].split(os.pathsep)[0]
     assert os.path.exists(os.path.join(first, "nvidia-smi"))
-    assert host["k8s_kubeconfig"] == str(tmp_path / "kubeconfig")
-    assert host["gpuops_simulated"] is True
+    assert host["kubeconfig"] == str(tmp_path / "kubeconfig")
+    assert host["simulated"] is True
+    assert host["boot_root"] == str(tmp_path / "nodes" / "gpu-node-2-root")
+    assert host["reboot"].endswith("nvml reboot --state " + state)
 
 
 def test_workload_objects_and_validation():
