@@ -146,6 +146,12 @@ def mig_node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, An
     observed = result.get("observed") or {}
     gpus = observed.get("gpus") or []
     plan = result.get("plan")
+    try:
+        expected = mig_expected_resources(gpus, plan, **advertising)
+    except AnsibleFilterError as exc:
+        # A setting nothing can advertise is reported with the node's other refusals, where the
+        # caller names the setting, rather than as a failure to template.
+        expected = {"capacity": {}, "allocatable": {}, "labels": {}, "errors": [str(exc)], "warnings": []}
     return {
         "driver_version": observed.get("driver_version") or "",
         "gpu_count": len(gpus),
@@ -154,7 +160,7 @@ def mig_node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, An
         "boot_record": result.get("boot_record"),
         "before": mig_layout_summary(gpus),
         "after": mig_layout_summary(gpus, plan),
-        "expected": mig_expected_resources(gpus, plan, **advertising),
+        "expected": expected,
         "changing_devices": mig_changing_devices(gpus, plan),
     }
 
