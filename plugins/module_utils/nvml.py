@@ -263,16 +263,27 @@ class Nvml:
                   lib.nvmlDeviceGetGpuInstances, handle, profile.id, array, ctypes.byref(count))
         return [array[i] for i in range(count.value)]
 
-    def _compute_instances(self, gi: Any) -> List[Tuple[Any, Any, int]]:
-        """(handle, info, slices) of each compute instance of a GPU instance."""
-        lib = self.lib
+    def _compute_profiles(self, gi: Any) -> List[Tuple[int, Any]]:
+        """(enum, info) of each compute instance profile a GPU instance offers, each profile once.
+
+        They follow from the GPU instance's profile, so a reading asks once per GPU instance profile.
+        """
         found = []
         seen_ids = set()
         for enum in range(CI_ENUM_COUNT):
-            info = self.try_call(lib.nvmlGpuInstanceGetComputeInstanceProfileInfo, gi, enum, 0)
+            info = self.try_call(self.lib.nvmlGpuInstanceGetComputeInstanceProfileInfo, gi, enum, 0)
             if info is None or int(info.id) in seen_ids:
                 continue
             seen_ids.add(int(info.id))
+            found.append((enum, info))
+        return found
+
+    def _compute_instances(self, gi: Any, profiles: Optional[List[Tuple[int, Any]]] = None) -> List[Tuple[Any, Any, int]]:
+        """(handle, info, slices) of each compute instance of a GPU instance; ``profiles``: its
+        compute instance profiles when they are known already."""
+        lib = self.lib
+        found = []
+        for enum, info in self._compute_profiles(gi) if profiles is None else profiles:
             capacity = max(int(info.instanceCount), 1)
             array = (lib.c_nvmlComputeInstance_t * capacity)()
             count = ctypes.c_uint(capacity)
@@ -301,10 +312,13 @@ class Nvml:
         uuids = self._mig_device_uuids(handle)
         instances = []
         for profile in profiles:
+            compute_profiles = None
             for gi in self._gpu_instance_handles(handle, profile):
                 info = self.call("GPU %d: nvmlGpuInstanceGetInfo" % index, lib.nvmlGpuInstanceGetInfo, gi)
+                if compute_profiles is None:
+                    compute_profiles = self._compute_profiles(gi)
                 devices = []
-                for _ci, ci_info, ci_slices in self._compute_instances(gi):
+                for _ci, ci_info, ci_slices in self._compute_instances(gi, compute_profiles):
                     uuid = uuids.get((int(info.id), int(ci_info.id)), ("", None))[0]
                     full = ci_slices == profile.slices
                     devices.append(MigDevice(
