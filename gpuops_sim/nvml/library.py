@@ -24,7 +24,7 @@ import pynvml
 from gpuops_sim.nvml import errors, mig
 from gpuops_sim.nvml.errors import NvmlError
 from gpuops_sim.nvml.models import CI_PROFILE_COUNT, GI_PROFILE_COUNT, MIB, GpuModel
-from gpuops_sim.nvml.state import StateFile, find_gpu, nvml_version, parse_bus_id
+from gpuops_sim.nvml.state import StateFile, find_gpu, nvml_version, parse_bus_id, read_state
 
 _TAG = 0x5E5E
 KIND_GPU, KIND_MIG_DEVICE, KIND_GPU_INSTANCE, KIND_COMPUTE_INSTANCE = 1, 2, 3, 4
@@ -330,6 +330,8 @@ class SimulatedNvml:
         if self._init_count <= 0:
             return errors.UNINITIALIZED
         self._init_count -= 1
+        if self._init_count == 0:
+            self._file.close()
         return errors.SUCCESS
 
 
@@ -927,4 +929,4 @@ def exported_symbols() -> list[str]:
 
 def gpu_of(path: str, ident: int | str) -> dict[str, Any]:
     """The state record of one GPU (for tests and tools)."""
-    return find_gpu(StateFile(path).read(), ident)
+    return find_gpu(read_state(path), ident)

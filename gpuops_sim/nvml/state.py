@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tempfile
+import weakref
 from typing import Any, Iterator
 
 from gpuops_sim.nvml import errors, mig
@@ -68,24 +69,57 @@ def _write(path: str, data: bytes) -> None:
         raise
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _release(held: list[int | None]) -> None:
+    if held[0] is not None:
+        os.close(held[0])
+        held[0] = None
+
+
 class StateFile:
-    """A node-state file. ``read()`` re-reads the file on every call but parses it only when its
-    bytes changed; the dict it returns is shared and must not be mutated."""
+    """A node-state file. ``read()`` looks at the file on every call but reads it again only when
+    it was replaced, and parses it only when its bytes changed; the dict it returns is shared and
+    must not be mutated.
+
+    Every write replaces the file (a new inode, see ``_write``), so a file whose inode, size and
+    modification time are those of the last read holds the same bytes. A descriptor of the last
+    file read is kept, so that its inode cannot be reused by a later write while it is the one
+    compared with; it is closed with the object.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._raw: bytes | None = None
         self._state: State | None = None
+        self._held: list[int | None] = [None]
+        weakref.finalize(self, _release, self._held)
         self.index: dict[str, Any] = {}
 
     def read(self) -> State:
+        held = self._held[0]
+        if self._state is not None and held is not None:
+            try:
+                if _signature(os.stat(self.path)) == _signature(os.fstat(held)):
+                    return self._state
+            except FileNotFoundError:
+                pass  # read below, which reports it
         with _locked(self.path, exclusive=False):
-            raw = _read_raw(self.path)
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+                kept = os.dup(handle.fileno())
+        _release(self._held)
+        self._held[0] = kept
         if raw != self._raw or self._state is None:
             self._state = json.loads(raw)
             self._raw = raw
             self.index = {}  # derived lookups, rebuilt lazily by the library for this version
         return self._state
+
+    def close(self) -> None:
+        _release(self._held)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[State]:
@@ -100,7 +134,10 @@ class StateFile:
 
 
 def read_state(path: str | os.PathLike[str]) -> State:
-    return json.loads(json.dumps(StateFile(path).read()))
+    """A private copy of the node's state, read once."""
+    path = os.fspath(path)
+    with _locked(path, exclusive=False):
+        return json.loads(_read_raw(path))
 
 
 def transaction(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[State]:
@@ -277,7 +314,7 @@ def nvml_version(state: State) -> str:
 
 
 def show(path: str | os.PathLike[str]) -> dict[str, Any]:
-    return render(StateFile(path).read())
+    return render(read_state(path))
 
 
 # --- processes, clients, faults, policy ---------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 import pynvml
 
 from gpuops_sim import nvml as sim
+from gpuops_sim.nvml.state import StateFile
 from nvml_sim_support import install, uninstall
 
 
@@ -47,3 +49,20 @@ def test_two_processes_filling_the_same_gpu_share_it_exactly(tmp_path):
         assert all(len(gi["compute_instances"]) == 1 for gi in gpu["gpu_instances"])
     uuids = [ci["device_uuid"] for gpu in shown["gpus"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]]
     assert len(set(uuids)) == 14
+
+
+def test_a_reader_sees_every_write_of_another_process_even_of_the_same_size(tmp_path):
+    # The reader keeps its parsed state while the file is unchanged (same inode, size and mtime);
+    # a write replaces the file, so even a write that keeps the size is seen at once.
+    path = str(tmp_path / "node.json")
+    sim.init_node(path, "NVIDIA A100-SXM4-40GB", 1, mig_enabled=True)
+    reader = StateFile(path)
+    writer = StateFile(path)
+    for value in (2, 3, 2, 3):
+        before = os.stat(path).st_size
+        with writer.transaction() as state:
+            state["gpus"][0]["persistence_mode"] = value
+        assert os.stat(path).st_size == before
+        assert reader.read()["gpus"][0]["persistence_mode"] == value
+    assert reader.read() is reader.read(), "an unchanged file is not parsed again"
+    reader.close()
