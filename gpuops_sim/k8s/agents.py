@@ -456,7 +456,7 @@ class Agents:
             self._mark("ds", ds_key)
         by_node = self.ds_pods.setdefault(ds_key, {})
         pod_key = by_node.get(node_name)
-        revision = self.ds_revisions.get(ds_key) or template_hash(template)
+        revision = self.ds_revisions[ds_key]
         if pod_key is not None:
             pod = self.pods.get(pod_key)
             current = pod is not None and _labels(pod).get(REVISION_LABEL) == revision
@@ -497,8 +497,7 @@ class Agents:
         ds = self.daemonsets.get(ds_key)
         if ds is None:
             return
-        template = (ds.get("spec") or {}).get("template") or {}
-        revision = self.ds_revisions.get(ds_key) or template_hash(template)
+        revision = self.ds_revisions[ds_key]
         pods = [self.pods.get(k) for k in self.ds_pods.get(ds_key, {}).values()]
         pods = [p for p in pods if p is not None]
         ready = sum(1 for p in pods if _pod_ready(p))
