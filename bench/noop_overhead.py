@@ -80,6 +80,8 @@ def run(options: Options) -> Dict[str, Any]:
         "setup_wall_s": rounded(converge.wall_s, 1),
         "setup_mig_role": {"wall_s": rounded(warm_up.wall_s, 1), "changed_on_first_node": warm_up.changed},
         "module_runs": noop.module_runs(cluster.nodes),
+        # Where the no-op run's time goes: each task's wall time over all hosts.
+        "slowest_tasks_s": noop.slowest_tasks(),
         "api_requests": requests_summary(records, nodes),
         "simulator": {"cpu_s": rounded(sim_cpu, 1), "share_of_wall": rounded(sim_cpu / noop.wall_s, 3),
                       "share_of_cpu": rounded(sim_cpu / (sim_cpu + noop.cpu_s), 3)},

@@ -178,6 +178,11 @@ class AnsibleRun:
             "first_node_by_action": dict(sorted(sample.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
+    def slowest_tasks(self, count: int = 10) -> Dict[str, float]:
+        """The tasks that took longest (play: task -> seconds, all hosts and passes together)."""
+        walls = self.counts.get("task_wall_s", {})
+        return {name: round(wall, 1) for name, wall in sorted(walls.items(), key=lambda kv: -kv[1])[:count]}
+
     def module_runs_by_action(self) -> Dict[str, int]:
         """Module runs of the whole run by action, whichever host ran them."""
         totals: Dict[str, int] = {}

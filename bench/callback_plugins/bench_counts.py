@@ -1,7 +1,8 @@
 # Copyright: gpuops.nvidia contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Benchmark-only callback: per host, how many task results ran a module and which actions.
+"""Benchmark-only callback: per host, how many task results ran a module and which actions; and
+the wall time of each task, all hosts together.
 
 Enabled by bench/sim.py through ANSIBLE_CALLBACK_PLUGINS / ANSIBLE_CALLBACKS_ENABLED; writes JSON
 to the file named by BENCH_COUNTS_FILE when the playbook ends.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter, defaultdict
 
 from ansible.plugins.callback import CallbackBase
@@ -20,7 +22,7 @@ name: bench_counts
 type: aggregate
 short_description: Count module runs per host (benchmarks only)
 description:
-  - Writes per-host counts of task results to E(BENCH_COUNTS_FILE).
+  - Writes per-host counts of task results, and each task's wall time, to E(BENCH_COUNTS_FILE).
 """
 
 # Actions that the controller completes itself: no module process is started on the host.
@@ -48,6 +50,28 @@ class CallbackModule(CallbackBase):
         self.skipped = Counter()
         self.changed = Counter()
         self.failed = Counter()
+        # A task's time runs from its start to the next task's start (or the end): that includes
+        # the controller's work on its results, which is what a fleet pays for per task.
+        self.task_wall = Counter()            # "play: task" -> seconds, summed over the passes
+        self.current = None
+        self.started = 0.0
+
+    def _close_task(self):
+        if self.current is not None:
+            self.task_wall[self.current] += time.monotonic() - self.started
+        self.current = None
+
+    def _open_task(self, task):
+        self._close_task()
+        play = task.get_play() if hasattr(task, "get_play") else None
+        self.current = "{0}: {1}".format(play.get_name() if play else "", task.get_name())
+        self.started = time.monotonic()
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._open_task(task)
+
+    def v2_playbook_on_handler_task_start(self, task):
+        self._open_task(task)
 
     def _record(self, result, failed=False):
         host = result._host.get_name()
@@ -71,6 +95,7 @@ class CallbackModule(CallbackBase):
         self.skipped[result._host.get_name()] += 1
 
     def v2_playbook_on_stats(self, stats):
+        self._close_task()
         path = os.environ.get("BENCH_COUNTS_FILE")
         if not path:
             return
@@ -80,6 +105,7 @@ class CallbackModule(CallbackBase):
             "skipped": dict(self.skipped),
             "changed": dict(self.changed),
             "failed": dict(self.failed),
+            "task_wall_s": dict(self.task_wall),
         }
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(document, handle)
