@@ -47,8 +47,10 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def rounded(value: float, digits: int = 3) -> float:
-    return round(value, digits) if math.isfinite(value) else value
+def rounded(value: float, digits: int = 3) -> Optional[float]:
+    """``value`` rounded; None (JSON null) when it is not a number, such as the growth exponent of
+    a single size: NaN is not JSON."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:
@@ -120,9 +122,9 @@ def write_results(figures: List[Dict[str, Any]], options: Options, total_wall_s:
         "figures": figures,
     }
     json_path = options.out / f"{stem}.json"
-    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    json_path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     for figure in figures:
-        (options.out / f"{stem}-{figure['figure']}.json").write_text(json.dumps(figure, indent=2) + "\n")
+        (options.out / f"{stem}-{figure['figure']}.json").write_text(json.dumps(figure, indent=2, allow_nan=False) + "\n")
     (options.out / f"{stem}.md").write_text(markdown(document))
     return json_path
 

@@ -30,8 +30,9 @@ def _headline_pods(f: Mapping[str, Any]) -> Tuple[str, str, str]:
 def _headline_rollout(f: Mapping[str, Any]) -> Tuple[str, str, str]:
     finished = [s for s in f.get("sizes") or [] if s.get("finished")]
     largest = finished[-1] if finished else {}
+    exponent = _get(f, "growth_exponent_wall")
     return ("rollout wall-time growth exponent (nodes)",
-            f"{_get(f, 'growth_exponent_wall')} (largest finished: {largest.get('nodes', 'none')} nodes, "
+            f"{'– (one size)' if exponent is None else exponent} (largest finished: {largest.get('nodes', 'none')} nodes, "
             f"{largest.get('wall_s', '-')} s)",
             "≤ 1, 1,000 nodes finish")
 
