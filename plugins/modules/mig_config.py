@@ -120,6 +120,38 @@ options:
       - Lets a play read the GPUs, plan, and check that record in one module run. Without it, the play needs a
         second module run on every node.
     type: path
+  node_plan:
+    description:
+      - Return the reading and the plan condensed, as RV(node_plan), instead of in full. The controller passes the
+        result and these options to the P(gpuops.nvidia.mig_node_plan#filter) filter as the result arrives, and drops
+        RV(observed), RV(plan), RV(mig_devices) and RV(config) from it.
+      - For plays over many nodes that keep what they read. The full result is tens of kilobytes per node; the
+        controller holds what every host registered for the rest of the play, and the memory it holds makes
+        each later task of every host slower to start.
+      - The options are those of P(gpuops.nvidia.mig_expected_resources#filter). An unknown strategy or replica count
+        is not refused here; it is reported in C(errors) of RV(node_plan.expected).
+      - A failed task is returned in full.
+    type: dict
+    suboptions:
+      strategy:
+        description: The MIG strategy of the device plugin (V(none), V(single), V(mixed)).
+        type: str
+        default: none
+      time_slicing_replicas:
+        description: Time-slicing replicas per device, or null for none.
+        type: raw
+      time_slicing_rename_by_default:
+        description: Whether time-sliced resources are renamed with a C(.shared) suffix.
+        type: bool
+        default: false
+      node:
+        description: The node name, for messages.
+        type: str
+      labels:
+        description: V(essential) keeps the GFD labels that follow from names and counts; V(all) every label predicted.
+        type: str
+        default: essential
+        choices: [essential, all]
 requirements:
   - nvidia-ml-py (module C(pynvml)) and PyYAML on the managed node
   - root privileges (NVML refuses MIG changes otherwise)
@@ -173,6 +205,19 @@ EXAMPLES = r"""
 - name: Reboot when a reset could not apply the mode
   ansible.builtin.reboot:
   when: mig.reboot_required
+
+- name: On a fleet, plan and keep only what the node must do and advertise
+  gpuops.nvidia.mig_config:
+    config_name: all-1g.10gb
+    node_plan:
+      strategy: mixed
+      node: "{{ inventory_hostname }}"
+  check_mode: true
+  register: planned
+
+- name: Show the change
+  ansible.builtin.debug:
+    msg: "{{ planned.node_plan.before }} -> {{ planned.node_plan.after }}"
 """
 
 RETURN = r"""
@@ -185,7 +230,7 @@ config:
   description:
     - The named config that was selected, alone in a mig-parted v1 document, as validated.
     - The P(gpuops.nvidia.mig#role) role records it for the boot-time service.
-  returned: success
+  returned: success, unless O(node_plan) is set
   type: dict
   sample:
     version: v1
@@ -205,7 +250,7 @@ plan:
     - Each GPU has C(targeted), C(entry) (the index of the deciding entry), C(mig_enabled), C(mig_devices) (wanted
       profile counts, as this GPU names them), C(set_mode), C(mode_change), C(keep), C(destroy), C(create) (with
       placements), C(add_compute_instance), C(relayout), C(warnings), and C(before) / C(after) layouts.
-  returned: always
+  returned: always, unless O(node_plan) is set on success
   type: dict
   sample:
     config: all-balanced
@@ -226,7 +271,7 @@ changed_gpus:
   sample: [{index: 0, uuid: GPU-52fe4e59-f210-9afd-bbe8-90a37b31eb1c}]
 mig_devices:
   description: The MIG devices of every GPU afterwards (the current ones in check mode).
-  returned: always
+  returned: success, unless O(node_plan) is set
   type: list
   elements: dict
   sample:
@@ -239,13 +284,35 @@ observed:
     - The node as NVML reported it when the plan was made, before any change, with the keys
       M(gpuops.nvidia.gpu_info) returns (C(driver_version), C(cuda_version), C(nvml_version), C(gpus)).
     - A caller that needs both the GPUs and the plan reads them here from one snapshot, in one module run.
-  returned: success
+  returned: success, unless O(node_plan) is set
   type: dict
   sample:
     driver_version: 550.54.15
     cuda_version: "12.4"
     nvml_version: 12.550.54.15
     gpus: [{index: 0, uuid: GPU-52fe4e59-f210-9afd-bbe8-90a37b31eb1c, name: NVIDIA A100-SXM4-40GB}]
+node_plan:
+  description:
+    - The reading and the plan condensed, as the P(gpuops.nvidia.mig_node_plan#filter) filter returns them with the
+      options of O(node_plan) (a few hundred bytes).
+    - C(driver_version), C(gpu_count), C(changed), C(config), C(boot_record), C(before) and C(after) (one-line
+      layouts), C(expected) (what the node must advertise afterwards, with C(errors) and C(warnings)) and
+      C(changing_devices) (the UUIDs of the GPUs and MIG devices whose pods must move).
+  returned: success, when O(node_plan) is set
+  type: dict
+  contains:
+    expected:
+      description: What the node must advertise afterwards (C(capacity), C(allocatable), C(labels), C(errors), C(warnings)).
+      type: dict
+      returned: success
+  sample:
+    driver_version: 550.54.15
+    gpu_count: 8
+    changed: true
+    before: "8 GPU(s): MIG off"
+    after: "8 GPU(s): 4x1g.10gb"
+    changing_devices: [GPU-52fe4e59-f210-9afd-bbe8-90a37b31eb1c]
+    expected: {allocatable: {nvidia.com/mig-1g.10gb: 32}, errors: [], warnings: []}
 modes:
   description: Per GPU whose mode was set, the activation status NVML returned, whether a reset ran, and the mode read back.
   returned: always
@@ -293,6 +360,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.apply import (
     DEFAULT_RESET_COMMAND, ApplyError, apply_plan, command_reset_runner, format_reset_command,
 )
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.node_plan import NODE_PLAN_ARGUMENT_SPEC
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError, build_plan, select_entries
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reset_blockers import (
     DEFAULT_BLOCKING_KERNEL_MODULES, DEFAULT_BLOCKING_SERVICES, ResetBlockers, module_reader,
@@ -448,6 +516,8 @@ def main() -> None:
             "reset_blocking_services": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_SERVICES)},
             "reset_blocking_kernel_modules": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_KERNEL_MODULES)},
             "boot_record": {"type": "path"},
+            # Used by the action plugin on the controller, which takes it out of the module's arguments.
+            "node_plan": {"type": "dict", "options": NODE_PLAN_ARGUMENT_SPEC},
         },
         mutually_exclusive=[("config", "config_file")],
         supports_check_mode=True,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import gpuops_sim.nvml
+from ansible_collections.gpuops.nvidia.plugins.filter.mig import mig_node_plan
 
 ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
@@ -32,6 +33,25 @@ PLAYBOOK = """
       check_mode: true
       diff: true
       register: rehearsal
+
+    - name: Rehearse it condensed, as a rollout keeps it
+      gpuops.nvidia.mig_config:
+        config_name: all-balanced
+        node_plan:
+          strategy: mixed
+          node: node-1
+      check_mode: true
+      register: condensed
+
+    - name: A node_plan option that does not exist fails, naming it
+      gpuops.nvidia.mig_config:
+        config_name: all-balanced
+        node_plan:
+          strategy: mixed
+          labels: some
+      check_mode: true
+      register: bad_node_plan
+      ignore_errors: true
 
     - name: Apply it
       gpuops.nvidia.mig_config:
@@ -72,6 +92,8 @@ PLAYBOOK = """
           - again is not changed
           - from_file is changed
           - unknown is failed
+          - bad_node_plan is failed
+          - "'labels' in bad_node_plan.msg and 'some' in bad_node_plan.msg"
           - "'no-such-config' in unknown.msg"
           # A name the shipped document lacks gets the whole document, whose names the refusal lists.
           - "'all-1g.5gb' in unknown.msg"
@@ -79,7 +101,7 @@ PLAYBOOK = """
 
     - name: Hand the results to the test
       ansible.builtin.copy:
-        content: "{{ {'rehearsal': rehearsal, 'applied': applied, 'again': again, 'info': info} | to_json }}"
+        content: "{{ {'rehearsal': rehearsal, 'condensed': condensed, 'applied': applied, 'again': again, 'info': info} | to_json }}"
         dest: "%(out)s"
 """
 
@@ -108,6 +130,17 @@ def test_playbook_default_configs_check_idempotence_and_files(tmp_path):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["rehearsal"]["diff"]["after"]
+    # node_plan: the controller keeps the condensed plan only, made from the same reading and plan.
+    condensed = results["condensed"]
+    assert condensed["changed"] is True
+    assert not {"observed", "plan", "mig_devices", "config"} & set(condensed)
+    node_plan = condensed["node_plan"]
+    assert node_plan == mig_node_plan(results["rehearsal"], strategy="mixed", node="node-1")
+    assert node_plan["before"] == "2 GPU(s): MIG off"
+    assert node_plan["gpu_count"] == 2 and node_plan["changed"] is True
+    assert sorted(node_plan["changing_devices"]) == sorted(g["uuid"] for g in results["info"]["gpus"])
+    assert node_plan["expected"]["errors"] == []
+    assert node_plan["expected"]["labels"]["nvidia.com/mig.strategy"] == "mixed"
     shown = gpuops_sim.nvml.show(state)
     for gpu in shown["gpus"]:
         assert sorted(ci["profile"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]) == ["3g.20gb", "3g.20gb"]
