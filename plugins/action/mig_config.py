@@ -9,11 +9,6 @@ The module runs on the GPU node, where the collection's files are not. So, on th
 - with ``config_file`` and ``remote_src: false`` (the default): find and read that file here;
 and pass the parsed document to the module as ``config``. With ``remote_src: true`` the module reads
 ``config_file`` on the node itself.
-
-With ``node_plan``, the result is condensed here, as it arrives, by the mig_node_plan filter: the
-controller's main process then never holds a node's full reading (tens of kilobytes), only the
-few hundred bytes a rollout keeps. On a fleet that memory is what each later fork of the
-controller copies.
 """
 
 from __future__ import annotations
@@ -21,12 +16,8 @@ from __future__ import annotations
 import os
 
 from ansible.errors import AnsibleActionFail, AnsibleError
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.action import ActionBase
-
-from ansible_collections.gpuops.nvidia.plugins.filter.mig import mig_node_plan
-from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.node_plan import NODE_PLAN_ARGUMENT_SPEC
 
 try:
     import yaml
@@ -38,8 +29,6 @@ except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CONFIG_FILE = os.path.join(COLLECTION_ROOT, "files", "mig-configs", "default.yaml")
-# What node_plan replaces in a successful result.
-CONDENSED_KEYS = ("observed", "plan", "mig_devices", "config")
 
 
 class ActionModule(ActionBase):
@@ -71,15 +60,6 @@ class ActionModule(ActionBase):
             return document
         return dict(document, **{"mig-configs": {name: configs[name]}})
 
-    @staticmethod
-    def _node_plan_options(value):
-        """node_plan validated as the module would validate it, with its defaults filled in."""
-        validated = ArgumentSpecValidator({"node_plan": {"type": "dict", "options": NODE_PLAN_ARGUMENT_SPEC}}).validate(
-            {"node_plan": value})
-        if validated.error_messages:
-            raise AnsibleActionFail("node_plan: %s" % "; ".join(validated.error_messages))
-        return validated.validated_parameters["node_plan"]
-
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
@@ -92,9 +72,6 @@ class ActionModule(ActionBase):
                 remote_src = boolean(remote_src, strict=True)
             except TypeError as exc:
                 raise AnsibleActionFail("remote_src: %s" % to_native(exc))
-        node_plan = args.pop("node_plan", None)
-        if node_plan is not None:
-            node_plan = self._node_plan_options(node_plan)
         if args.get("config") is not None and args.get("config_file"):
             raise AnsibleActionFail("parameters are mutually exclusive: config|config_file")
         if args.get("config") is None and not args.get("config_file"):
@@ -114,8 +91,4 @@ class ActionModule(ActionBase):
         result.update(self._execute_module(module_name="gpuops.nvidia.mig_config", module_args=args, task_vars=task_vars))
         if source is not None:
             result["config_source"] = source
-        if node_plan is not None and not result.get("failed") and "observed" in result:
-            result["node_plan"] = mig_node_plan(result, **node_plan)
-            for key in CONDENSED_KEYS:
-                result.pop(key, None)
         return result

@@ -15,27 +15,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import node_plan as node_plans
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import resources
 
 DEPLOY_LABEL_PREFIX = "nvidia.com/gpu.deploy."
-# GFD labels whose values follow from names and counts alone. Memory, multiprocessor and engine
-# labels come from the MIG devices' own NVML readings, which drift by a few MiB between drivers
-# and placements, so by default the rollout does not wait on them.
-ESSENTIAL_LABEL_SUFFIXES = (".count", ".product", ".replicas", ".sharing-strategy", "mig.strategy", "mig.capable")
 PAUSED = "paused-for-mig-change"
-
-
-def desired_layout(plan: Optional[Mapping[str, Any]]) -> Dict[int, Dict[str, Any]]:
-    """The layout a plan leads to, for the GPUs it targets: ``{index: {mig_enabled, devices}}``."""
-    layout: Dict[int, Dict[str, Any]] = {}
-    for gpu in (plan or {}).get("gpus", []):
-        if not gpu.get("targeted"):
-            continue
-        after = gpu.get("after") or {}
-        enabled = bool(after.get("mig_enabled"))
-        devices = {name: slot["count"] for name, slot in (after.get("layout") or {}).items()} if enabled else {}
-        layout[int(gpu["index"])] = {"mig_enabled": enabled, "devices": devices}
-    return layout
+CONFIG_LABEL = "nvidia.com/mig.config"
+STATE_LABEL = "nvidia.com/mig.config.state"
 
 
 def mig_expected_resources(
@@ -52,21 +38,12 @@ def mig_expected_resources(
     ``labels``: ``essential`` keeps the GFD labels that follow from names and counts, ``all``
     keeps every label the model predicts.
     """
-    if labels not in ("essential", "all"):
-        raise AnsibleFilterError("labels must be 'essential' or 'all', got %r" % (labels,))
     try:
-        expected = resources.expected_resources(
-            gpus,
-            desired_layout(plan),
-            strategy=strategy,
-            time_slicing=resources.time_slicing_config(time_slicing_replicas, bool(time_slicing_rename_by_default)),
-            node=node,
-        )
+        return node_plans.expected_resources(gpus, plan, strategy=strategy, time_slicing_replicas=time_slicing_replicas,
+                                             time_slicing_rename_by_default=time_slicing_rename_by_default,
+                                             node=node, labels=labels)
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from exc
-    if labels == "essential":
-        expected["labels"] = {k: v for k, v in expected["labels"].items() if k.endswith(ESSENTIAL_LABEL_SUFFIXES)}
-    return expected
 
 
 def mig_advertised_diff(node: Mapping[str, Any], expected: Mapping[str, Any]) -> List[str]:
@@ -87,28 +64,32 @@ def mig_advertised_diff(node: Mapping[str, Any], expected: Mapping[str, Any]) ->
     return problems
 
 
-def _describe(layout: Mapping[str, Any]) -> str:
-    if not layout.get("mig_enabled"):
-        return "MIG off"
-    devices = layout.get("devices") or {}
-    if not devices:
-        return "MIG on, no devices"
-    return "+".join("%dx%s" % (count, name) for name, count in sorted(devices.items()) if count)
+def mig_node_decision(node: Mapping[str, Any], plan: Mapping[str, Any], config_name: Optional[str] = None,
+                      taint_key: str = "gpuops.io/mig-reconfigure") -> Dict[str, Any]:
+    """What a rollout pass decides about a node, from its Node object and its node plan (mig_node_plan).
+
+    ``config_name``: the config the node must record in its labels, None when none is set.
+    """
+    metadata = node.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    advertised_diff = mig_advertised_diff(node, plan.get("expected") or {})
+    advertised_current = labels.get(DEPLOY_LABEL_PREFIX + "device-plugin") == "true" and not advertised_diff
+    tainted = any((taint or {}).get("key") == taint_key for taint in (node.get("spec") or {}).get("taints") or [])
+    layout_changes = bool(plan.get("changed"))
+    return {
+        "layout_changes": layout_changes,
+        "advertised_diff": advertised_diff,
+        "advertised_current": advertised_current,
+        "tainted": tainted,
+        "labels_current": config_name is None
+        or (labels.get(CONFIG_LABEL) == config_name and labels.get(STATE_LABEL) == "success"),
+        "disruptive": layout_changes or not advertised_current or tainted,
+    }
 
 
 def mig_layout_summary(gpus: Any, plan: Optional[Mapping[str, Any]] = None) -> str:
     """A one-line layout of the node (after the plan when one is given), identical GPUs grouped."""
-    layout = resources.current_layout(gpus)
-    layout.update(desired_layout(plan))
-    groups: Dict[str, List[int]] = {}
-    for index in sorted(layout):
-        groups.setdefault(_describe(layout[index]), []).append(index)
-    if not groups:
-        return "no GPUs"
-    return ", ".join(
-        "%s on GPU %s" % (text, ",".join(str(i) for i in indexes)) if len(groups) > 1 else "%d GPU(s): %s" % (len(indexes), text)
-        for text, indexes in groups.items()
-    )
+    return node_plans.layout_summary(gpus, plan)
 
 
 def mig_changing_devices(gpus: Any, plan: Optional[Mapping[str, Any]]) -> List[str]:
@@ -116,22 +97,7 @@ def mig_changing_devices(gpus: Any, plan: Optional[Mapping[str, Any]]) -> List[s
 
     Pods bound to these devices must move; pods on the GPU instances the plan keeps stay.
     """
-    by_index = {int(gpu["index"]): gpu for gpu in gpus or []}
-    uuids: List[str] = []
-    for gpu_plan in (plan or {}).get("gpus", []):
-        if not gpu_plan.get("changed"):
-            continue
-        gpu = by_index.get(int(gpu_plan["index"]), {})
-        instances = (gpu.get("mig") or {}).get("instances") or []
-        if gpu_plan.get("mode_change") or gpu_plan.get("set_mode") is not None:
-            uuids.append(gpu.get("uuid") or gpu_plan.get("uuid"))
-            destroyed = {instance.get("gi_id") for instance in instances}
-        else:
-            destroyed = {instance.get("gi_id") for instance in gpu_plan.get("destroy") or []}
-        for instance in instances:
-            if instance.get("gi_id") in destroyed:
-                uuids.extend(device["uuid"] for device in instance.get("devices") or [] if device.get("uuid"))
-    return sorted({u for u in uuids if u})
+    return node_plans.changing_devices(gpus, plan)
 
 
 def mig_node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, Any]:
@@ -139,30 +105,10 @@ def mig_node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, An
 
     ``result`` is a mig_config result (its ``observed`` reading and ``plan``), or ``{"observed":
     <gpu_info result>}`` for a node without a config; ``advertising`` are mig_expected_resources'
-    options (strategy, time-slicing, node, labels). Every fact a playbook keeps per host is
-    handled by the controller on each later task of that host, so a fleet keeps this, not the
-    per-GPU profile tables of the reading.
+    options (strategy, time-slicing, node, labels). mig_config's ``node_plan`` option returns the
+    same, computed on the node.
     """
-    observed = result.get("observed") or {}
-    gpus = observed.get("gpus") or []
-    plan = result.get("plan")
-    try:
-        expected = mig_expected_resources(gpus, plan, **advertising)
-    except AnsibleFilterError as exc:
-        # A setting nothing can advertise is reported with the node's other refusals, where the
-        # caller names the setting, rather than as a failure to template.
-        expected = {"capacity": {}, "allocatable": {}, "labels": {}, "errors": [str(exc)], "warnings": []}
-    return {
-        "driver_version": observed.get("driver_version") or "",
-        "gpu_count": len(gpus),
-        "changed": bool(result.get("changed")),
-        "config": result.get("config"),
-        "boot_record": result.get("boot_record"),
-        "before": mig_layout_summary(gpus),
-        "after": mig_layout_summary(gpus, plan),
-        "expected": expected,
-        "changing_devices": mig_changing_devices(gpus, plan),
-    }
+    return node_plans.node_plan(result, **advertising)
 
 
 def gpu_clients_running(node: Mapping[str, Any], clients: Iterable[str]) -> Dict[str, str]:
@@ -232,6 +178,7 @@ class FilterModule:
             "mig_layout_summary": mig_layout_summary,
             "mig_changing_devices": mig_changing_devices,
             "mig_node_plan": mig_node_plan,
+            "mig_node_decision": mig_node_decision,
             "gpu_clients_running": gpu_clients_running,
             "gpu_clients_paused": gpu_clients_paused,
             "gpu_clients_to_resume": gpu_clients_to_resume,

@@ -122,11 +122,11 @@ options:
     type: path
   node_plan:
     description:
-      - Return the reading and the plan condensed, as RV(node_plan), instead of in full. The controller passes the
-        result and these options to the P(gpuops.nvidia.mig_node_plan#filter) filter as the result arrives, and drops
-        RV(observed), RV(plan), RV(mig_devices) and RV(config) from it.
-      - For plays over many nodes that keep what they read. The full result is tens of kilobytes per node; the
-        controller holds what every host registered for the rest of the play, and the memory it holds makes
+      - Return the reading and the plan condensed, as RV(node_plan), instead of in full. The module condenses them
+        on the node, as the P(gpuops.nvidia.mig_node_plan#filter) filter would with these options, and leaves
+        RV(observed), RV(plan), RV(mig_devices) and RV(config) out of the result.
+      - For plays over many nodes that keep what they read. The full result is tens of kilobytes per node, which
+        the controller receives, parses and holds for every host for the rest of the play; the memory it holds makes
         each later task of every host slower to start.
       - The options are those of P(gpuops.nvidia.mig_expected_resources#filter). An unknown strategy or replica count
         is not refused here; it is reported in C(errors) of RV(node_plan.expected).
@@ -360,7 +360,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.apply import (
     DEFAULT_RESET_COMMAND, ApplyError, apply_plan, command_reset_runner, format_reset_command,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.node_plan import NODE_PLAN_ARGUMENT_SPEC
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.node_plan import NODE_PLAN_ARGUMENT_SPEC, node_plan
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError, build_plan, select_entries
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reset_blockers import (
     DEFAULT_BLOCKING_KERNEL_MODULES, DEFAULT_BLOCKING_SERVICES, ResetBlockers, module_reader,
@@ -422,6 +422,19 @@ def read_boot_record(module, path):
     return record
 
 
+# What node_plan replaces in a successful result.
+CONDENSED_KEYS = ("observed", "plan", "mig_devices", "config")
+
+
+def exit_with(module, result):
+    """Exit with the result, condensed to the node plan when node_plan is set."""
+    if module.params["node_plan"] is not None:
+        result["node_plan"] = node_plan(result, **module.params["node_plan"])
+        for key in CONDENSED_KEYS:
+            result.pop(key, None)
+    module.exit_json(**result)
+
+
 def run(module, nvml, spec):
     params = module.params
     try:
@@ -460,7 +473,7 @@ def run(module, nvml, spec):
         if blockers is not None:
             blockers.observe()
             result["reset_blockers"] = blockers.report()
-        module.exit_json(**result)
+        exit_with(module, result)
 
     reset = command_reset_runner(module.run_command, params["reset_command"]) if params["reset"] else None
     if reset is not None and blockers is not None:
@@ -497,7 +510,7 @@ def run(module, nvml, spec):
         reboot_required=applied.reboot_required,
         mig_devices=mig_devices(nvml.read_node().gpus),
     )
-    module.exit_json(**result)
+    exit_with(module, result)
 
 
 def main() -> None:
@@ -516,7 +529,6 @@ def main() -> None:
             "reset_blocking_services": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_SERVICES)},
             "reset_blocking_kernel_modules": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_KERNEL_MODULES)},
             "boot_record": {"type": "path"},
-            # Used by the action plugin on the controller, which takes it out of the module's arguments.
             "node_plan": {"type": "dict", "options": NODE_PLAN_ARGUMENT_SPEC},
         },
         mutually_exclusive=[("config", "config_file")],

@@ -7,6 +7,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.gpuops.nvidia.plugins.callback.mig_rollout import batch_sizes, summary_lines
 from ansible_collections.gpuops.nvidia.plugins.filter import mig as f
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.node_plan import desired_layout
 
 
 def gpu(index, instances=(), enabled=True):
@@ -38,7 +39,7 @@ def gpu_plan(index, changed=True, mode_change=False, destroy=(), layout=None, en
 def test_desired_layout_takes_counts_from_the_plan_after_state():
     plan = {"gpus": [gpu_plan(0, layout={"1g.5gb": {"count": 7, "placements": []}}),
                      dict(gpu_plan(1), targeted=False)]}
-    assert f.desired_layout(plan) == {0: {"mig_enabled": True, "devices": {"1g.5gb": 7}}}
+    assert desired_layout(plan) == {0: {"mig_enabled": True, "devices": {"1g.5gb": 7}}}
 
 
 def test_changing_devices_are_only_the_destroyed_instances():
@@ -153,3 +154,37 @@ def test_summary_names_failed_nodes_and_why():
         {"b": "PDB blocked eviction"},
     )
     assert lines == ["gpu-1: x -> y; 1 pod(s) evicted; 2.0s; success", "b: ? -> ?; 0 pod(s) evicted; -; failed: PDB blocked eviction"]
+
+
+def node_object(labels=None, taints=None, allocatable=None):
+    return {"metadata": {"name": "n1", "labels": labels or {}}, "spec": {"taints": taints or []},
+            "status": {"allocatable": allocatable or {}}}
+
+
+def test_node_decision_of_a_converged_node_needs_nothing():
+    plan = {"changed": False, "expected": {"allocatable": {"nvidia.com/mig-1g.5gb": 7}, "labels": {"nvidia.com/mig.strategy": "mixed"}}}
+    node = node_object(
+        labels={"nvidia.com/gpu.deploy.device-plugin": "true", "nvidia.com/mig.strategy": "mixed",
+                "nvidia.com/mig.config": "all-1g.5gb", "nvidia.com/mig.config.state": "success"},
+        allocatable={"nvidia.com/mig-1g.5gb": "7", "cpu": "8"})
+    assert f.mig_node_decision(node, plan, "all-1g.5gb") == {
+        "layout_changes": False, "advertised_diff": [], "advertised_current": True, "tainted": False,
+        "labels_current": True, "disruptive": False}
+    # Another config recorded: only the labels are behind.
+    assert f.mig_node_decision(node, plan, "all-3g.20gb")["labels_current"] is False
+    assert f.mig_node_decision(node, plan, "all-3g.20gb")["disruptive"] is False
+
+
+def test_node_decision_is_disruptive_for_a_layout_change_a_stale_advertisement_or_the_rollout_taint():
+    plan = {"changed": False, "expected": {"allocatable": {"nvidia.com/mig-1g.5gb": 7}, "labels": {}}}
+    running = {"nvidia.com/gpu.deploy.device-plugin": "true"}
+    current = {"nvidia.com/mig-1g.5gb": "7"}
+    assert f.mig_node_decision(node_object(running, allocatable=current), dict(plan, changed=True))["disruptive"] is True
+    stale = f.mig_node_decision(node_object(running, allocatable={"nvidia.com/mig-1g.5gb": "3"}), plan)
+    assert stale["disruptive"] is True and stale["advertised_diff"] == ["allocatable nvidia.com/mig-1g.5gb is 3, expected 7"]
+    # No device plugin on the node: nothing is advertised yet.
+    assert f.mig_node_decision(node_object({}, allocatable=current), plan)["advertised_current"] is False
+    tainted = f.mig_node_decision(node_object(running, [{"key": "gpuops.io/mig-reconfigure", "effect": "NoSchedule"}], current), plan)
+    assert tainted["tainted"] is True and tainted["disruptive"] is True
+    # No config set: the labels record nothing, so they are never behind.
+    assert f.mig_node_decision(node_object(running, allocatable=current), plan)["labels_current"] is True
