@@ -29,7 +29,7 @@ dependencies:
     package_system: python3.11
     python_path: /usr/bin/python3.11
   ansible_core:
-    package_pip: ansible-core>=2.17,<2.20
+    package_pip: ansible-core>=2.18,<2.20
   ansible_runner:
     package_pip: ansible-runner>=2.4,<3
   galaxy:
