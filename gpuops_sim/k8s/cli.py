@@ -8,6 +8,7 @@ the Kubernetes API and the ``/_sim/`` control surface, and read the nodes' NVML 
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -135,6 +136,19 @@ def _options(args: argparse.Namespace):
 
 # --- commands ---------------------------------------------------------------------------------
 
+def _compile_nvml_simulator() -> None:
+    """Write the bytecode of the NVML simulator, which every module run on a simulated node imports.
+
+    An environment that turns bytecode writing off (PYTHONDONTWRITEBYTECODE) would otherwise have
+    every module run compile the simulator's sources again; reading bytecode is never turned off.
+    A package directory that cannot be written to keeps its sources as they are.
+    """
+    import gpuops_sim.nvml  # pylint: disable=import-outside-toplevel
+
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(os.path.dirname(gpuops_sim.nvml.__file__), quiet=2)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     directory = os.path.abspath(args.dir)
     os.makedirs(directory, exist_ok=True)
@@ -144,6 +158,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise RuntimeError(f"dir: a cluster is already running in {directory} (pid {pid}); run `cluster down` first")
     if args.detach:
         return _up_detached(directory, args)
+    _compile_nvml_simulator()
     from gpuops_sim.k8s.cluster import Cluster  # pylint: disable=import-outside-toplevel
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

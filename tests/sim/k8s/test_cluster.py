@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -138,6 +139,11 @@ def test_up_down_round_trip_with_the_real_kubernetes_client(tmp_path):
           "--strategy", "mixed", "--mig-layout", "1g.5gb:7", "--plugin-delay", "0.1", "--detach"]
     subprocess.run(up, check=True, cwd=REPO, timeout=150, capture_output=True, text=True)
     try:
+        # Every module run on a simulated node imports the NVML simulator: its bytecode is written at start,
+        # also where the environment turns bytecode writing off.
+        package = os.path.dirname(nvml.__file__)
+        assert all(os.path.exists(importlib.util.cache_from_source(os.path.join(package, name)))
+                   for name in os.listdir(package) if name.endswith(".py"))
         api = client.CoreV1Api(config.new_client_from_config(os.path.join(directory, "kubeconfig")))
         deadline = time.monotonic() + 30
         while True:
