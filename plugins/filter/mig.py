@@ -24,25 +24,16 @@ CONFIG_LABEL = "nvidia.com/mig.config"
 STATE_LABEL = "nvidia.com/mig.config.state"
 
 
-def mig_expected_resources(
-    gpus: Any,
-    plan: Optional[Mapping[str, Any]] = None,
-    strategy: str = "none",
-    time_slicing_replicas: Any = None,
-    time_slicing_rename_by_default: Any = False,
-    node: Optional[str] = None,
-    labels: str = "essential",
-) -> Dict[str, Any]:
+def mig_expected_resources(gpus: Any, plan: Optional[Mapping[str, Any]] = None, *options: Any, **named: Any) -> Dict[str, Any]:
     """What the node advertises once the plan is applied (see module_utils/mig/resources.py).
 
-    ``labels``: ``essential`` keeps the GFD labels that follow from names and counts, ``all``
-    keeps every label the model predicts.
+    The options, by position or name, are those of module_utils/mig/node_plan.py's
+    expected_resources: strategy, time-slicing, node, and ``labels`` (``essential`` keeps the GFD
+    labels that follow from names and counts, ``all`` keeps every label the model predicts).
     """
     try:
-        return node_plans.expected_resources(gpus, plan, strategy=strategy, time_slicing_replicas=time_slicing_replicas,
-                                             time_slicing_rename_by_default=time_slicing_rename_by_default,
-                                             node=node, labels=labels)
-    except ValueError as exc:
+        return node_plans.expected_resources(gpus, plan, *options, **named)
+    except (TypeError, ValueError) as exc:
         raise AnsibleFilterError(str(exc)) from exc
 
 
@@ -100,7 +91,7 @@ def mig_changing_devices(gpus: Any, plan: Optional[Mapping[str, Any]]) -> List[s
     return node_plans.changing_devices(gpus, plan)
 
 
-def mig_node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, Any]:
+def mig_node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> Dict[str, Any]:
     """What a rollout keeps of a node's reading and plan: a few hundred bytes instead of the whole result.
 
     ``result`` is a mig_config result (its ``observed`` reading and ``plan``), or ``{"observed":
@@ -108,7 +99,10 @@ def mig_node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, An
     options (strategy, time-slicing, node, labels). mig_config's ``node_plan`` option returns the
     same, computed on the node.
     """
-    return node_plans.node_plan(result, **advertising)
+    try:
+        return node_plans.node_plan(result, *options, **advertising)
+    except TypeError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
 
 
 def gpu_clients_running(node: Mapping[str, Any], clients: Iterable[str]) -> Dict[str, str]:

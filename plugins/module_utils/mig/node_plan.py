@@ -126,19 +126,19 @@ def changing_devices(gpus: Any, plan: Optional[Mapping[str, Any]]) -> List[str]:
     return sorted({u for u in uuids if u})
 
 
-def node_plan(result: Mapping[str, Any], **advertising: Any) -> Dict[str, Any]:
+def node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> Dict[str, Any]:
     """The node plan of a mig_config result (its ``observed`` reading and ``plan``), or of
     ``{"observed": <gpu_info result>}`` for a node without a config.
 
-    ``advertising`` are the options of NODE_PLAN_ARGUMENT_SPEC. A setting nothing can advertise
-    is reported in ``expected.errors``, with the node's other refusals, where the caller names the
-    setting.
+    ``options`` and ``advertising`` are the options of NODE_PLAN_ARGUMENT_SPEC, in expected_resources'
+    order or by name. A setting nothing can advertise is reported in ``expected.errors``, with the
+    node's other refusals, where the caller names the setting.
     """
     observed = result.get("observed") or {}
     gpus = observed.get("gpus") or []
     plan = result.get("plan")
     try:
-        expected = expected_resources(gpus, plan, **advertising)
+        expected = expected_resources(gpus, plan, *options, **advertising)
     except ValueError as exc:
         expected = {"capacity": {}, "allocatable": {}, "labels": {}, "errors": [str(exc)], "warnings": []}
     return {
