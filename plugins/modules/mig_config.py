@@ -422,13 +422,16 @@ def read_boot_record(module, path):
     return record
 
 
-# What node_plan replaces in a successful result.
-CONDENSED_KEYS = ("observed", "plan", "mig_devices", "config")
+# What node_plan replaces in a successful result (the MIG devices are then not read at all).
+CONDENSED_KEYS = ("observed", "plan", "config")
 
 
-def exit_with(module, result):
-    """Exit with the result, condensed to the node plan when node_plan is set."""
-    if module.params["node_plan"] is not None:
+def exit_with(module, result, read_devices):
+    """Exit with the result and the MIG devices ``read_devices()`` returns; with node_plan, with the
+    node plan in place of the reading, the plan and the config, and without reading the devices."""
+    if module.params["node_plan"] is None:
+        result["mig_devices"] = read_devices()
+    else:
         result["node_plan"] = node_plan(result, **module.params["node_plan"])
         for key in CONDENSED_KEYS:
             result.pop(key, None)
@@ -469,11 +472,10 @@ def run(module, nvml, spec):
                                  module_reader(module.run_command, module.get_bin_path("lsmod")))
     if module.check_mode or not plan.changed:
         result["changed_gpus"] = [{"index": g.index, "uuid": g.uuid} for g in plan.gpus if g.changed]
-        result["mig_devices"] = mig_devices(gpus)
         if blockers is not None:
             blockers.observe()
             result["reset_blockers"] = blockers.report()
-        exit_with(module, result)
+        exit_with(module, result, lambda: mig_devices(gpus))
 
     reset = command_reset_runner(module.run_command, params["reset_command"]) if params["reset"] else None
     if reset is not None and blockers is not None:
@@ -508,9 +510,9 @@ def run(module, nvml, spec):
         modes=[m.to_dict() for m in applied.modes],
         reset_required=applied.reset_required,
         reboot_required=applied.reboot_required,
-        mig_devices=mig_devices(nvml.read_node().gpus),
     )
-    exit_with(module, result)
+    # Read again: the devices the change left.
+    exit_with(module, result, lambda: mig_devices(nvml.read_node().gpus))
 
 
 def main() -> None:
