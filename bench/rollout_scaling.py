@@ -27,7 +27,8 @@ takes the previous size's controller CPU per module run, times the module runs t
 (its per-node runs times the nodes, plus its per-batch runs times the batches), over the machine's
 cores, plus a fifth. Scaling the previous size's CPU per node instead would overstate larger sizes
 several times: at 10 nodes each batch is one node, and the per-batch runs count as per-node runs.
-A run that overshoots is stopped at the budget and reported as not finished.
+A run that overshoots is stopped at the budget and reported as not finished. A size that does not
+finish lists its first failed tasks (`failures`: task, host, message), so the result says why.
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
     finally:
         cluster.down()
     succeeded = states.get("success", 0)
-    return {
+    finished = run.rc == 0 and succeeded == nodes and moved == nodes
+    result = {
         "nodes": nodes,
-        "finished": run.rc == 0 and succeeded == nodes and moved == nodes,
+        "finished": finished,
         "setup_wall_s": rounded(setup_wall_s, 1),
         "nodes_advertising_new_layout": moved,
         "nodes_succeeded": succeeded,
@@ -118,6 +120,9 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
         "seed_001_floor_batched_s": batches(nodes) * SEED_SLEEP_S,
         "seed_001_floor_node_by_node_s": nodes * SEED_SLEEP_S,
     }
+    if not finished:
+        result["failures"] = run.failures()
+    return result
 
 
 def run(options: Options) -> Dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -153,8 +154,6 @@ class AnsibleRun:
     counts: Dict[str, Any] = field(default_factory=dict)
 
     def recap(self) -> Dict[str, Dict[str, int]]:
-        import re  # pylint: disable=import-outside-toplevel
-
         recap: Dict[str, Dict[str, int]] = {}
         for host, counters in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", self.output, re.M):
             recap[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
@@ -183,6 +182,25 @@ class AnsibleRun:
         walls = self.counts.get("task_wall_s", {})
         return {name: round(wall, 1) for name, wall in sorted(walls.items(), key=lambda kv: -kv[1])[:count]}
 
+    def failures(self, count: int = 5) -> List[Dict[str, str]]:
+        """The first ``count`` failed task results: task, host and message, so a size that stops says why."""
+        found: List[Dict[str, str]] = []
+        task = ""
+        for line in self.output.splitlines():
+            heading = re.match(r"^TASK \[(.*)\] \**$", line)
+            if heading:
+                task = heading.group(1)
+                continue
+            # "fatal: [host]: FAILED! => {...}", and per loop item "failed: [host] (item=...) => {...}".
+            failed = re.match(r"^(?:fatal|failed): \[([^\]]+)\](?: \(item=.*?\))?(?:: (?:FAILED|UNREACHABLE)!)? => (.*)$", line)
+            if failed:
+                found.append({"task": task, "host": failed.group(1), "message": failure_message(failed.group(2))})
+                if len(found) == count:
+                    break
+        if not found and self.rc != 0:
+            found.append({"task": task, "host": "", "message": self.output.strip()[-500:]})
+        return found
+
     def module_runs_by_action(self) -> Dict[str, int]:
         """Module runs of the whole run by action, whichever host ran them."""
         totals: Dict[str, int] = {}
@@ -190,6 +208,16 @@ class AnsibleRun:
             for action, runs in counts.items():
                 totals[action] = totals.get(action, 0) + runs
         return totals
+
+
+def failure_message(result: str, limit: int = 500) -> str:
+    """The ``msg`` of a failed result printed as JSON, or the text itself, cut to ``limit`` characters."""
+    try:
+        parsed = json.loads(result)
+    except ValueError:
+        parsed = None
+    message = parsed.get("msg") if isinstance(parsed, dict) and parsed.get("msg") else result
+    return str(message)[:limit]
 
 
 def ansible_env(counts_file: Optional[Path] = None, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:

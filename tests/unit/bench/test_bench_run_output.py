@@ -1,0 +1,47 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The benchmark harness reads an ansible-playbook run's output: recap and the failures a size reports."""
+
+from __future__ import annotations
+
+from bench.sim import AnsibleRun
+
+OUTPUT = """
+PLAY [Reconfigure MIG, one batch at a time] ************************************
+
+TASK [gpuops.nvidia.mig_reconfigure : Wait for the node to advertise its new layout] ***
+ok: [node-0001]
+fatal: [node-0042]: FAILED! => {"changed": false, "msg": "node-0042: nvidia.com/mig-2g.10gb is 0, want 24 (timed out after 180 s)"}
+
+TASK [gpuops.nvidia.mig_config : Apply] ****************************************
+failed: [node-0043] (item=0) => {"ansible_loop_var": "item", "msg": "NVML_ERROR_IN_USE"}
+fatal: [node-0044]: UNREACHABLE! => {"changed": false, "msg": "Failed to connect", "unreachable": true}
+fatal: [node-0045]: FAILED! => not json at all
+
+PLAY RECAP *********************************************************************
+node-0001                  : ok=12   changed=3    unreachable=0    failed=0    skipped=4    rescued=0    ignored=0
+node-0042                  : ok=10   changed=2    unreachable=0    failed=1    skipped=4    rescued=0    ignored=0
+"""
+
+
+def test_failures_name_task_host_and_message() -> None:
+    run = AnsibleRun(rc=2, output=OUTPUT, wall_s=1.0, cpu_s=1.0)
+    assert run.failures() == [
+        {"task": "gpuops.nvidia.mig_reconfigure : Wait for the node to advertise its new layout", "host": "node-0042",
+         "message": "node-0042: nvidia.com/mig-2g.10gb is 0, want 24 (timed out after 180 s)"},
+        {"task": "gpuops.nvidia.mig_config : Apply", "host": "node-0043", "message": "NVML_ERROR_IN_USE"},
+        {"task": "gpuops.nvidia.mig_config : Apply", "host": "node-0044", "message": "Failed to connect"},
+        {"task": "gpuops.nvidia.mig_config : Apply", "host": "node-0045", "message": "not json at all"},
+    ]
+    assert len(run.failures(count=2)) == 2
+    assert run.failed == 1 and run.recap()["node-0001"]["changed"] == 3
+
+
+def test_a_failed_run_without_a_failed_task_reports_the_end_of_its_output() -> None:
+    run = AnsibleRun(rc=-9, output="PLAY [x] ***\n\n[bench] stopped after the 600 s budget\n", wall_s=600.0, cpu_s=1.0)
+    assert run.failures() == [{"task": "", "host": "", "message": "PLAY [x] ***\n\n[bench] stopped after the 600 s budget"}]
+
+
+def test_a_successful_run_has_no_failures() -> None:
+    assert not AnsibleRun(rc=0, output=OUTPUT.split("fatal")[0], wall_s=1.0, cpu_s=1.0).failures()
