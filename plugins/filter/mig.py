@@ -55,12 +55,44 @@ def mig_advertised_diff(node: Mapping[str, Any], expected: Mapping[str, Any]) ->
     return problems
 
 
-def mig_node_decision(node: Mapping[str, Any], plan: Mapping[str, Any], config_name: Optional[str] = None,
-                      taint_key: str = "gpuops.io/mig-reconfigure") -> Dict[str, Any]:
+# The settings a rollout pass refuses, by the names users set, with what each accepts.
+SETTING_RULES = (
+    ("k8s_gpu_mig_strategy", "none, single or mixed", lambda value: value in ("none", "single", "mixed")),
+    ("device_plugin_time_slicing_replicas", "null or an integer of 1 or more",
+     lambda value: value is None or str(value) in ("", "None") or (str(value).isdigit() and int(value) >= 1)),
+    ("gpu_stack", "standalone or operator", lambda value: value in ("standalone", "operator")),
+    ("mig_reconfigure_evacuate_scope", "changed, gpu or all", lambda value: value in ("changed", "gpu", "all")),
+)
+
+
+def settings_refusal(settings: Mapping[str, Any]) -> str:
+    """'' when the settings are valid, else a message naming each bad one with its value."""
+    bad = ["%s=%s (%s)" % (name, settings[name], accepted) for name, accepted, valid in SETTING_RULES
+           if name in settings and not valid(settings[name])]
+    return "Invalid settings: %s." % ", ".join(bad) if bad else ""
+
+
+def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any], config_name: Optional[str] = None,
+                      taint_key: str = "gpuops.io/mig-reconfigure", node_name: Optional[str] = None,
+                      host: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """What a rollout pass decides about a node, from its Node object and its node plan (mig_node_plan).
 
-    ``config_name``: the config the node must record in its labels, None when none is set.
+    ``node``: None when the cluster has no such node. ``config_name``: the config the node must
+    record in its labels, None when none is set. ``refusal`` says why the node must not be changed
+    ('' when nothing stands in the way): bad ``settings`` (see SETTING_RULES), a node missing from
+    the cluster, or a layout the MIG strategy cannot advertise.
     """
+    settings = settings or {}
+    node_name = node_name or ((node or {}).get("metadata") or {}).get("name") or ""
+    refusal = settings_refusal(settings)
+    if not refusal and node is None:
+        refusal = "Node %s (host %s) was not found in the cluster." % (node_name, host or node_name)
+    if not refusal and (plan.get("expected") or {}).get("errors"):
+        strategy = settings.get("k8s_gpu_mig_strategy")
+        refusal = "Node %s: config %s cannot be advertised%s: %s" % (
+            node_name, config_name, "" if strategy is None else " with k8s_gpu_mig_strategy=%s" % strategy,
+            "; ".join(plan["expected"]["errors"]))
+    node = node or {}
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
     advertised_diff = mig_advertised_diff(node, plan.get("expected") or {})
@@ -75,6 +107,7 @@ def mig_node_decision(node: Mapping[str, Any], plan: Mapping[str, Any], config_n
         "labels_current": config_name is None
         or (labels.get(CONFIG_LABEL) == config_name and labels.get(STATE_LABEL) == "success"),
         "disruptive": layout_changes or not advertised_current or tainted,
+        "refusal": refusal,
     }
 
 

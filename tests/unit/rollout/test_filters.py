@@ -169,7 +169,7 @@ def test_node_decision_of_a_converged_node_needs_nothing():
         allocatable={"nvidia.com/mig-1g.5gb": "7", "cpu": "8"})
     assert f.mig_node_decision(node, plan, "all-1g.5gb") == {
         "layout_changes": False, "advertised_diff": [], "advertised_current": True, "tainted": False,
-        "labels_current": True, "disruptive": False}
+        "labels_current": True, "disruptive": False, "refusal": ""}
     # Another config recorded: only the labels are behind.
     assert f.mig_node_decision(node, plan, "all-3g.20gb")["labels_current"] is False
     assert f.mig_node_decision(node, plan, "all-3g.20gb")["disruptive"] is False
@@ -188,3 +188,36 @@ def test_node_decision_is_disruptive_for_a_layout_change_a_stale_advertisement_o
     assert tainted["tainted"] is True and tainted["disruptive"] is True
     # No config set: the labels record nothing, so they are never behind.
     assert f.mig_node_decision(node_object(running, allocatable=current), plan)["labels_current"] is True
+
+
+GOOD_SETTINGS = {"k8s_gpu_mig_strategy": "mixed", "device_plugin_time_slicing_replicas": None, "gpu_stack": "standalone",
+                 "mig_reconfigure_evacuate_scope": "changed"}
+
+
+@pytest.mark.parametrize("name, value", [
+    ("k8s_gpu_mig_strategy", "hybrid"), ("device_plugin_time_slicing_replicas", 0),
+    ("device_plugin_time_slicing_replicas", "two"), ("gpu_stack", "both"), ("mig_reconfigure_evacuate_scope", "node"),
+])
+def test_node_decision_refuses_each_bad_setting_naming_it_and_its_value(name, value):
+    plan = {"changed": True, "expected": {"errors": ["never reached"]}}
+    decision = f.mig_node_decision(None, plan, "all-1g.5gb", settings=dict(GOOD_SETTINGS, **{name: value}))
+    assert decision["refusal"].startswith("Invalid settings: %s=%s (" % (name, value))
+    assert "never reached" not in decision["refusal"] and "not found" not in decision["refusal"]
+
+
+@pytest.mark.parametrize("replicas", [None, "", "None", 1, "4"])
+def test_node_decision_accepts_time_slicing_replicas_unset_or_positive(replicas):
+    settings = dict(GOOD_SETTINGS, device_plugin_time_slicing_replicas=replicas)
+    assert f.mig_node_decision(node_object(), {"changed": False}, settings=settings)["refusal"] == ""
+
+
+def test_node_decision_refuses_a_node_missing_from_the_cluster_then_a_layout_that_cannot_be_advertised():
+    plan = {"changed": True, "expected": {"allocatable": {}, "errors": ["GPU 0: 1g.5gb and 3g.20gb mixed", "GPU 1: too"]}}
+    missing = f.mig_node_decision(None, plan, "all-balanced", node_name="gpu-7", host="host-7", settings=GOOD_SETTINGS)
+    assert missing["refusal"] == "Node gpu-7 (host host-7) was not found in the cluster."
+    assert missing["disruptive"] is True
+    found = f.mig_node_decision(node_object(), plan, "all-balanced", settings=dict(GOOD_SETTINGS, k8s_gpu_mig_strategy="single"))
+    assert found["refusal"] == ("Node n1: config all-balanced cannot be advertised with k8s_gpu_mig_strategy=single: "
+                                "GPU 0: 1g.5gb and 3g.20gb mixed; GPU 1: too")
+    # Without settings the message does not guess the strategy.
+    assert f.mig_node_decision(node_object(), plan, "x")["refusal"].startswith("Node n1: config x cannot be advertised: ")
