@@ -44,4 +44,4 @@ def test_a_failed_run_without_a_failed_task_reports_the_end_of_its_output() -> N
 
 
 def test_a_successful_run_has_no_failures() -> None:
-    assert not AnsibleRun(rc=0, output=OUTPUT.split("fatal")[0], wall_s=1.0, cpu_s=1.0).failures()
+    assert not AnsibleRun(rc=0, output=OUTPUT.split("fatal", maxsplit=1)[0], wall_s=1.0, cpu_s=1.0).failures()
