@@ -193,6 +193,37 @@ class Nvml:
             processes=tuple(self._processes(handle, index, mig_on=bool(mode and mode[0]))),
         )
 
+    def device_table(self) -> List[Dict[str, Any]]:
+        """Every GPU and MIG device by the names device plugins give them, for podresources/devices.py.
+
+        ``[{"index", "uuid", "migs": [{"index", "uuid", "gi_id", "ci_id"}]}]``; a MIG device's index
+        is its ``nvmlDeviceGetMigDeviceHandleByIndex`` index on its GPU (the ``<gpu>:<mig>`` of
+        NVIDIA's device plugin). Cheap: no profile or placement reads.
+        """
+        lib = self.lib
+        gpus: List[Dict[str, Any]] = []
+        for index in range(self.count()):
+            handle = self.handle(index)
+            where = "GPU %d: " % index
+            migs: List[Dict[str, Any]] = []
+            mode = self.mig_mode(index)
+            if mode is not None and mode[0]:
+                maximum = self.try_call(lib.nvmlDeviceGetMaxMigDeviceCount, handle, skip=(ERROR_NOT_SUPPORTED,)) or 0
+                for mig_index in range(maximum):
+                    mig = self.try_call(lib.nvmlDeviceGetMigDeviceHandleByIndex, handle, mig_index,
+                                        skip=(ERROR_NOT_FOUND, ERROR_INVALID_ARGUMENT, ERROR_NOT_SUPPORTED))
+                    if mig is None:
+                        continue
+                    migs.append({
+                        "index": mig_index,
+                        "uuid": _text(self.call(where + "nvmlDeviceGetUUID (MIG)", lib.nvmlDeviceGetUUID, mig)),
+                        "gi_id": int(self.call(where + "nvmlDeviceGetGpuInstanceId", lib.nvmlDeviceGetGpuInstanceId, mig)),
+                        "ci_id": int(self.call(where + "nvmlDeviceGetComputeInstanceId", lib.nvmlDeviceGetComputeInstanceId, mig)),
+                    })
+            gpus.append({"index": index, "uuid": _text(self.call(where + "nvmlDeviceGetUUID", lib.nvmlDeviceGetUUID, handle)),
+                         "migs": migs})
+        return gpus
+
     def _gi_profile_info(self, handle: Any, enum: int) -> Any:
         try:
             return self.try_call(self.lib.nvmlDeviceGetGpuInstanceProfileInfo, handle, enum)
