@@ -60,13 +60,19 @@ options:
         description:
           - As O(device_parents), for this node.
         type: dict
+      pod_devices:
+        description:
+          - As O(pod_devices), for this node.
+        type: raw
   scope:
     description:
       - Which pods to evict.
       - V(all) every pod of the node (except DaemonSet and mirror pods).
       - V(gpu) pods whose containers or init containers request or limit any C(nvidia.com/*) resource.
-      - V(devices) pods bound to one of O(device_uuids), read from the pod annotation O(device_annotation). A pod that
-        requests C(nvidia.com/*) resources but carries no such annotation is evicted too, as it may hold those devices.
+      - V(devices) pods bound to one of O(device_uuids), as the node's kubelet says in O(pod_devices). A pod that
+        requests C(nvidia.com/*) resources but that O(pod_devices) does not list (it started after the map was read) is
+        evicted too, as it may hold those devices; so is every such pod when the map is unavailable or not given (the
+        result's RV(device_map) and each pod's reason say so).
     type: str
     choices: [all, gpu, devices]
     default: gpu
@@ -82,11 +88,15 @@ options:
         MIG devices of that GPU.
     type: dict
     default: {}
-  device_annotation:
+  pod_devices:
     description:
-      - Pod annotation that lists the device UUIDs a pod is bound to, comma separated.
-    type: str
-    default: gpuops.io/device-ids
+      - Which GPU and MIG devices each pod of the node holds, with O(scope=devices), as the kubelet's PodResources API
+        tells M(gpuops.nvidia.gpu_pod_devices) on the node. Give that module's registered result as it is, or its
+        C(pods) list (each entry a C(namespace), a C(name), and the C(devices) and C(gpus) UUIDs it holds).
+      - A result with C(available=false) is taken at its word. The pods' devices are unknown then, so every pod that
+        requests C(nvidia.com/*) resources is evicted, each with that reason; so it is when O(pod_devices) is not given.
+      - Only with O(scope=devices).
+    type: raw
   pod_selectors:
     description:
       - Label selectors (joined with commas) that further restrict the pods considered, for example V(app!=critical).
@@ -149,6 +159,12 @@ EXAMPLES = r"""
     scope: gpu
     timeout: 600
 
+- name: Read on the node which pods hold which devices
+  gpuops.nvidia.gpu_pod_devices:
+  become: true
+  delegate_to: gpu-node-1
+  register: node_pod_devices
+
 - name: Evict only the pods bound to two MIG devices
   gpuops.nvidia.k8s_node_evacuate:
     name: gpu-node-1
@@ -156,6 +172,7 @@ EXAMPLES = r"""
     device_uuids:
       - MIG-8f6e1b5a-0c1d-5e2f-9a3b-4c5d6e7f8a9b
       - MIG-1a2b3c4d-5e6f-5a7b-8c9d-0e1f2a3b4c5d
+    pod_devices: "{{ node_pod_devices }}"
 
 - name: Drain-like evacuation of everything but the database pods
   gpuops.nvidia.k8s_node_evacuate:
@@ -217,6 +234,13 @@ remaining:
   type: list
   elements: dict
   sample: []
+device_map:
+  description:
+    - With O(scope=devices), whether the pod -> device map was available, and if not, why. When it was not, every pod
+      that requests C(nvidia.com/*) resources was selected.
+  returned: when O(scope=devices)
+  type: dict
+  sample: {"available": false, "reason": "the kubelet's PodResources socket /var/lib/kubelet/pod-resources/kubelet.sock does not exist"}
 node:
   description: The node's name.
   returned: always
@@ -232,7 +256,6 @@ scope:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import (
-    DEFAULT_DEVICE_ANNOTATION,
     SCOPES,
     EvacuationRequest,
     evacuate,
@@ -247,8 +270,8 @@ def main() -> None:
                 "scope": {"type": "str", "choices": list(SCOPES), "default": "gpu"},
                 "device_uuids": {"type": "list", "elements": "str", "default": []},
                 "device_parents": {"type": "dict", "default": {}},
+                "pod_devices": {"type": "raw"},
             },
-            device_annotation={"type": "str", "default": DEFAULT_DEVICE_ANNOTATION},
             pod_selectors={"type": "list", "elements": "str", "default": [], "aliases": ["label_selectors"]},
             grace_period={"type": "int"},
             timeout={"type": "int", "default": 300},
@@ -267,7 +290,7 @@ def main() -> None:
             node=params["name"],
             scope=params["scope"],
             device_uuids=params["device_uuids"],
-            device_annotation=params["device_annotation"],
+            pod_devices=params["pod_devices"],
             device_parents=params["device_parents"],
             pod_selectors=params["pod_selectors"],
             grace_period=params["grace_period"],

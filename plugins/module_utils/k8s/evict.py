@@ -8,7 +8,9 @@
 """Evacuating pods from a node through the Eviction API.
 
 Which pods (pure): DaemonSet and mirror pods never; of the rest, all of them, those that
-request any ``nvidia.com/*`` resource, or those bound to given GPU or MIG devices.
+request any ``nvidia.com/*`` resource, or those bound to given GPU or MIG devices. Which pod holds
+which device comes from the node's kubelet (PodResources API, read on the node by
+gpu_pod_devices); without that map every GPU pod counts as holding the devices, and says so.
 
 How (I/O): one ``policy/v1`` Eviction per pod, each carrying the pod's uid as a
 precondition. Refusals by a PodDisruptionBudget (429) are retried with backoff until the
@@ -36,7 +38,6 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import List
 
 SCOPES = ("all", "gpu", "devices")
 GPU_RESOURCE_PREFIX = "nvidia.com/"
-DEFAULT_DEVICE_ANNOTATION = "gpuops.io/device-ids"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
 _PDB_NAME_IN_MESSAGE = re.compile(r"disruption budget ([a-z0-9]([-a-z0-9.]*[a-z0-9])?)")
@@ -85,34 +86,87 @@ def gpu_resources(pod: Mapping[str, Any]) -> list[str]:
     return sorted(names)
 
 
-def pod_devices(pod: Mapping[str, Any], annotation: str) -> list[str]:
-    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(annotation) or ""
-    return [item.strip() for item in value.split(",") if item.strip()]
+def device_map(pod_devices: Any) -> dict[str, Any]:
+    """The ``pod_devices`` option as ``{"available", "reason", "pods": {(namespace, name): entry}}``.
+
+    It takes gpu_pod_devices' whole result (``available``, ``reason``, ``pods``) or its ``pods``
+    list; None (not given) is a map that is unavailable for that reason.
+    """
+    if pod_devices is None:
+        return {"available": False, "reason": "no pod_devices were given (read them on the node with gpuops.nvidia.gpu_pod_devices)",
+                "pods": {}}
+    if isinstance(pod_devices, Mapping):
+        if "available" not in pod_devices:
+            raise K8sError("pod_devices: a mapping must be the result of gpuops.nvidia.gpu_pod_devices (with available, reason "
+                           "and pods), got keys {0}".format(", ".join(sorted(str(key) for key in pod_devices)) or "none"))
+        if not pod_devices.get("available"):
+            return {"available": False, "reason": str(pod_devices.get("reason") or "the node said the map is unavailable"), "pods": {}}
+        entries = pod_devices.get("pods") or []
+    else:
+        entries = pod_devices
+    if not isinstance(entries, (list, tuple)):
+        raise K8sError("pod_devices: expected gpu_pod_devices' result or its pods list, got {0!r}".format(entries))
+    pods: dict[tuple[str, str], dict[str, Any]] = {}
+    for position, entry in enumerate(entries):
+        where = "pod_devices.pods[{0}]".format(position)
+        if not isinstance(entry, Mapping) or not entry.get("namespace") or not entry.get("name"):
+            raise K8sError("{0}: each pod needs a namespace and a name, got {1!r}".format(where, entry))
+        lists = {}
+        for field in ("devices", "gpus"):
+            value = entry.get(field) or []
+            if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+                raise K8sError("{0}.{1}: expected a list of device UUIDs, got {2!r}".format(where, field, value))
+            lists[field] = list(value)
+        pods[(str(entry["namespace"]), str(entry["name"]))] = lists
+    return {"available": True, "reason": None, "pods": pods}
 
 
-def device_match(devices: Iterable[str], wanted: Iterable[str], parents: Mapping[str, str] | None) -> list[str]:
-    """The pod's devices that are wanted themselves or whose parent GPU is wanted."""
+def device_match(held: Mapping[str, Iterable[str]], wanted: Iterable[str], parents: Mapping[str, str] | None) -> list[str]:
+    """The pod's devices that are wanted themselves or whose GPU is wanted, then its wanted GPUs."""
     wanted_set = set(wanted)
     parents = parents or {}
-    return [device for device in devices if device in wanted_set or parents.get(device) in wanted_set]
+    devices = list(held.get("devices") or [])
+    matched = [device for device in devices if device in wanted_set or parents.get(device) in wanted_set]
+    matched.extend(gpu for gpu in held.get("gpus") or [] if gpu in wanted_set and gpu not in matched)
+    return matched
+
+
+def _device_target(pod: Mapping[str, Any], resources: list[str], wanted: list[str], devices: Mapping[str, Any],
+                   parents: Mapping[str, str] | None) -> tuple[bool, str]:
+    """(target?, reason) of a GPU pod under the ``devices`` scope."""
+    requested = ", ".join(resources)
+    if not devices["available"]:
+        return True, "requests {0}; which devices it holds is unknown, so it counts as holding them: {1}".format(
+            requested, devices["reason"])
+    metadata = pod.get("metadata") or {}
+    held = devices["pods"].get((metadata.get("namespace"), metadata.get("name")))
+    if held is None:
+        return True, ("requests {0} but the node's pod -> device map does not list it (started after the map was read?), "
+                      "so it counts as holding the devices".format(requested))
+    matched = device_match(held, wanted, parents)
+    if matched:
+        return True, "uses " + ", ".join(matched)
+    return False, "uses other devices: " + (", ".join(held["devices"]) or "none")
 
 
 def select_pods(
     pods: Iterable[Mapping[str, Any]],
     scope: str,
     device_uuids: Iterable[str] = (),
-    device_annotation: str = DEFAULT_DEVICE_ANNOTATION,
+    held: Mapping[str, Any] | None = None,
     device_parents: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split pods into eviction targets and skipped pods, each with its reason.
 
-    Terminal pods (Succeeded, Failed) are evicted like the rest, as ``kubectl drain`` does. A
-    pod that requests GPUs but carries no device annotation is a target of the ``devices``
-    scope: its devices are unknown, so it may hold one of them.
+    Terminal pods (Succeeded, Failed) are evicted like the rest, as ``kubectl drain`` does. Under
+    the ``devices`` scope a GPU pod is a target when ``held`` (the node's map, from
+    :func:`device_map`) says it holds a wanted device, when the map does not list it, and when
+    there is no map: its devices are unknown, so it may hold one of them.
     """
     if scope not in SCOPES:
         raise K8sError("scope: {0!r} is not one of {1}".format(scope, ", ".join(SCOPES)))
     device_uuids = list(device_uuids)
+    devices = held if held is not None else device_map(None)
     targets: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     for pod in sorted(pods, key=pod_label):
@@ -133,16 +187,11 @@ def select_pods(
         if scope == "gpu":
             targets.append(dict(ref, pod=pod, reason="requests " + ", ".join(resources)))
             continue
-        devices = pod_devices(pod, device_annotation)
-        if not devices:
-            targets.append(dict(ref, pod=pod, reason="requests {0} but its devices are unknown (no {1} annotation)".format(
-                ", ".join(resources), device_annotation)))
-            continue
-        matched = device_match(devices, device_uuids, device_parents)
-        if matched:
-            targets.append(dict(ref, pod=pod, reason="uses " + ", ".join(matched)))
+        is_target, reason = _device_target(pod, resources, device_uuids, devices, device_parents)
+        if is_target:
+            targets.append(dict(ref, pod=pod, reason=reason))
         else:
-            skipped.append(dict(ref, reason="uses other devices: " + ", ".join(devices)))
+            skipped.append(dict(ref, reason=reason))
     return targets, skipped
 
 
@@ -216,7 +265,7 @@ class EvacuationRequest:
         node: str,
         scope: str = "gpu",
         device_uuids: Iterable[str] = (),
-        device_annotation: str = DEFAULT_DEVICE_ANNOTATION,
+        pod_devices: Any = None,
         device_parents: Mapping[str, str] | None = None,
         pod_selectors: Iterable[str] = (),
         grace_period: int | None = None,
@@ -244,7 +293,9 @@ class EvacuationRequest:
             raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
         self.node = node
         self.scope = scope
-        self.device_annotation = device_annotation or DEFAULT_DEVICE_ANNOTATION
+        if scope != "devices" and pod_devices is not None:
+            raise K8sError("pod_devices: only used when scope is devices (scope is {0})".format(scope))
+        self.device_map = device_map(pod_devices) if scope == "devices" else None
         self.device_parents = dict(device_parents or {})
         self.label_selector = ",".join(selector for selector in pod_selectors or [] if selector) or None
         self.grace_period = grace_period
@@ -374,7 +425,7 @@ def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -
         "listing pods on node " + request.node,
     )
     pods = list(listing.get("items") or [])
-    targets, skipped = select_pods(pods, request.scope, request.device_uuids, request.device_annotation, request.device_parents)
+    targets, skipped = select_pods(pods, request.scope, request.device_uuids, request.device_map, request.device_parents)
     before = sorted(pod_label(pod) for pod in pods)
     run = _Evacuation(client, request)
     if targets and not _node_is_fenced(node):
@@ -392,6 +443,11 @@ def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -
         "remaining": [],
         "warnings": run.warnings,
     }
+    if request.device_map is not None:
+        result["device_map"] = {"available": request.device_map["available"], "reason": request.device_map["reason"]}
+        if not request.device_map["available"] and targets:
+            run.warnings.append("which pod holds which device is unknown ({0}): every GPU pod of node {1} is evicted, "
+                                "{2} pod(s)".format(request.device_map["reason"], request.node, len(targets)))
     if check_mode:
         would = [_public(target, "reason") for target in targets]
         removed = {pod_label(target["pod"]) for target in targets}

@@ -11,6 +11,7 @@ from k8s_unit_helpers import api_error, make_node, make_pod, pdb_refusal
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import (
     EvacuationRequest,
+    device_map,
     evacuate,
     gpu_resources,
     is_disruption_budget_refusal,
@@ -22,7 +23,6 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import (
 
 GPU = {"nvidia.com/gpu": "1"}
 MIG = {"nvidia.com/mig-1g.5gb": "1"}
-ANNOTATION = "gpuops.io/device-ids"
 
 
 def names(entries):
@@ -59,27 +59,68 @@ def test_gpu_scope():
     assert targets[-1]["reason"] == "requests nvidia.com/gpu"
 
 
-def test_devices_scope_with_mig_parents():
+def held(*entries):
+    """gpu_pod_devices' result for pods given as (name, devices, gpus)."""
+    return {"available": True, "reason": None, "pods": [
+        {"namespace": "default", "name": name, "devices": list(devices), "gpus": list(gpus)} for name, devices, gpus in entries]}
+
+
+def test_devices_scope_selects_from_the_nodes_map():
     pods = [
-        make_pod("a", gpus=MIG, annotations={ANNOTATION: "MIG-1"}),
-        make_pod("b", gpus=MIG, annotations={ANNOTATION: "MIG-2, MIG-3"}),
-        make_pod("c", gpus=GPU, annotations={ANNOTATION: "GPU-9"}),
+        make_pod("a", gpus=MIG),
+        make_pod("b", gpus=MIG),
+        make_pod("c", gpus=GPU),
         make_pod("d", gpus=MIG),
         make_pod("e"),
+        make_pod("f", gpus=GPU),
     ]
-    targets, skipped = select_pods(pods, "devices", ["MIG-3", "GPU-0"], ANNOTATION, {"MIG-1": "GPU-0", "MIG-2": "GPU-1"})
+    node_map = held(("a", ["MIG-1"], ["GPU-0"]), ("b", ["MIG-2", "MIG-3"], ["GPU-1"]), ("c", ["GPU-9"], ["GPU-9"]),
+                    ("f", ["GPU-0"], ["GPU-0"]))
+    targets, skipped = select_pods(pods, "devices", ["MIG-3", "GPU-0"], device_map(node_map))
     assert [(e["name"], e["reason"]) for e in targets] == [
-        ("a", "uses MIG-1"),
+        ("a", "uses GPU-0"),
         ("b", "uses MIG-3"),
-        ("d", "requests nvidia.com/mig-1g.5gb but its devices are unknown (no gpuops.io/device-ids annotation)"),
+        ("d", "requests nvidia.com/mig-1g.5gb but the node's pod -> device map does not list it (started after the map "
+              "was read?), so it counts as holding the devices"),
+        ("f", "uses GPU-0"),
     ]
     assert {e["name"]: e["reason"] for e in skipped} == {"c": "uses other devices: GPU-9", "e": "requests no nvidia.com/* resource"}
 
 
-def test_devices_scope_reads_the_named_annotation():
-    pod = make_pod("a", gpus=GPU, annotations={"example.com/devs": "GPU-1"})
-    targets = select_pods([pod], "devices", ["GPU-1"], "example.com/devs")[0]
-    assert names(targets) == ["a"]
+def test_device_parents_still_widen_a_gpu_to_its_mig_devices():
+    node_map = held(("a", ["MIG-1"], []))
+    targets = select_pods([make_pod("a", gpus=MIG)], "devices", ["GPU-0"], device_map(node_map), {"MIG-1": "GPU-0"})[0]
+    assert [(e["name"], e["reason"]) for e in targets] == [("a", "uses MIG-1")]
+
+
+@pytest.mark.parametrize("given, reason", [
+    (None, "no pod_devices were given (read them on the node with gpuops.nvidia.gpu_pod_devices)"),
+    ({"available": False, "reason": "socket /x does not exist", "pods": []}, "socket /x does not exist"),
+])
+def test_without_a_map_every_gpu_pod_is_a_target_and_says_why(given, reason):
+    pods = [make_pod("a", gpus=MIG), make_pod("b", gpus=GPU), make_pod("web")]
+    targets, skipped = select_pods(pods, "devices", ["MIG-3"], device_map(given))
+    assert [(e["name"], e["reason"]) for e in targets] == [
+        ("a", "requests nvidia.com/mig-1g.5gb; which devices it holds is unknown, so it counts as holding them: " + reason),
+        ("b", "requests nvidia.com/gpu; which devices it holds is unknown, so it counts as holding them: " + reason),
+    ]
+    assert names(skipped) == ["web"]
+
+
+def test_the_map_may_be_the_pods_list_alone():
+    assert device_map([{"namespace": "ml", "name": "t", "devices": ["MIG-1"], "gpus": ["GPU-0"]}]) == {
+        "available": True, "reason": None, "pods": {("ml", "t"): {"devices": ["MIG-1"], "gpus": ["GPU-0"]}}}
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"pods": []}, "pod_devices: a mapping must be the result of gpuops.nvidia.gpu_pod_devices"),
+    ("GPU-1", "pod_devices: expected gpu_pod_devices' result or its pods list"),
+    ([{"name": "x"}], r"pod_devices.pods\[0\]: each pod needs a namespace and a name"),
+    ([{"namespace": "n", "name": "x", "devices": "MIG-1"}], r"pod_devices.pods\[0\].devices: expected a list of device UUIDs"),
+])
+def test_a_malformed_map_is_refused_naming_the_field(given, message):
+    with pytest.raises(K8sError, match=message):
+        EvacuationRequest("n", scope="devices", device_uuids=["GPU-1"], pod_devices=given)
 
 
 def test_request_validation_names_the_field():
@@ -87,6 +128,8 @@ def test_request_validation_names_the_field():
         EvacuationRequest("n", scope="devices")
     with pytest.raises(K8sError, match="device_uuids: only used when scope is devices"):
         EvacuationRequest("n", scope="gpu", device_uuids=["GPU-1"])
+    with pytest.raises(K8sError, match="pod_devices: only used when scope is devices"):
+        EvacuationRequest("n", scope="gpu", pod_devices=[])
     with pytest.raises(K8sError, match="force_reason: required when force is true"):
         EvacuationRequest("n", force=True, force_reason=" ")
     with pytest.raises(K8sError, match="scope: 'some'"):
@@ -155,6 +198,26 @@ def test_check_mode_evicts_nothing(fake_kube):
     assert kube.count("evict_pod") == 0
     assert result["changed"] is True and names(result["evicted"]) == ["train"]
     assert result["diff"]["after"] == []
+
+
+def test_check_mode_lists_every_gpu_pod_and_why_when_the_map_is_unavailable(fake_kube):
+    kube = cluster(fake_kube, [make_pod("train", gpus=GPU), make_pod("serve", gpus=MIG), make_pod("web")])
+    unavailable = {"available": False, "reason": "the kubelet at /s answered PodResources v1 List with gRPC UNIMPLEMENTED"}
+    request = EvacuationRequest("gpu-node-1", scope="devices", device_uuids=["MIG-1"], pod_devices=unavailable)
+    result = evacuate(kube, request, check_mode=True)
+    assert kube.count("evict_pod") == 0
+    assert result["device_map"] == {"available": False, "reason": unavailable["reason"]}
+    assert [(e["name"], e["reason"].endswith(unavailable["reason"])) for e in result["evicted"]] == [("serve", True), ("train", True)]
+    assert any("every GPU pod of node gpu-node-1 is evicted, 2 pod(s)" in warning for warning in result["warnings"])
+
+
+def test_the_map_narrows_the_eviction_to_the_pods_on_changing_devices(fake_kube):
+    kube = cluster(fake_kube, [make_pod("a", gpus=MIG), make_pod("b", gpus=MIG)])
+    request = EvacuationRequest("gpu-node-1", scope="devices", device_uuids=["MIG-1"],
+                                pod_devices=held(("a", ["MIG-1"], ["GPU-0"]), ("b", ["MIG-2"], ["GPU-0"])))
+    result = evacuate(kube, request, check_mode=False)
+    assert names(result["evicted"]) == ["a"] and kube.count("evict_pod") == 1
+    assert result["device_map"] == {"available": True, "reason": None}
 
 
 def test_nothing_to_do_is_not_a_change(fake_kube):
