@@ -7,7 +7,9 @@ Store callbacks only enqueue. Timers exist for start-up delays, GFD's relabel in
 back-off only; nothing polls.
 
 The agents reach the API through ``ClusterApi`` (see ``agents_api.py`` for the adapter to the
-emulator's store) and the nodes' GPUs through ``gpuops_sim.nvml`` (contract §6).
+emulator's store) and the nodes' GPUs through ``gpuops_sim.nvml`` (contract §6). Which pod holds
+which device is served as a real kubelet serves it: the PodResources v1 gRPC API on a unix socket
+per node (``podresources``), read on gRPC's threads from snapshots the reactor publishes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from gpuops_sim.k8s.agents_placement import (daemon_pod_fits, matches_node, node
 
 LOG = logging.getLogger("gpuops_sim.k8s.agents")
 
-DEVICE_IDS_ANNOTATION = "gpuops.io/device-ids"
 USED_MEMORY_ANNOTATION = "gpuops.io/sim-used-memory-mib"
 REVISION_LABEL = "controller-revision-hash"
 DEFAULT_USED_MEMORY_MIB = 512
@@ -259,6 +260,9 @@ class NodeState:
     requested: dict[str, int] = dataclasses.field(default_factory=dict)  # by bound, non-terminal pods
     pods: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # bound, non-terminal pods
     gfd_owned: set[str] | None = None
+    # What the PodResources API lists: pod key → [(container, resource, device ids)]. Replaced, never
+    # changed in place, so that gRPC's threads read a consistent snapshot.
+    pod_devices: dict[tuple[str, str], tuple[tuple[str, str, tuple[str, ...]], ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -285,9 +289,14 @@ class Agents:
     """All simulated node agents and controllers of one cluster."""
 
     def __init__(self, api: ClusterApi, state_path: Callable[[str], str | None],
-                 settings: AgentSettings | None = None, nvml: Any = None) -> None:
+                 settings: AgentSettings | None = None, nvml: Any = None,
+                 pod_resources_socket: Callable[[str], str | None] | None = None) -> None:
         self.api = api
         self.state_path = state_path
+        self.pod_resources: Any = None
+        if pod_resources_socket is not None:
+            from gpuops_sim.k8s.podresources import PodResourcesServers  # pylint: disable=import-outside-toplevel
+            self.pod_resources = PodResourcesServers(self.pod_resources_of, pod_resources_socket)
         self.settings = settings or AgentSettings()
         self.reactor = Reactor()
         self._nvml = nvml
@@ -328,6 +337,15 @@ class Agents:
             self._unsubscribe()
             self._unsubscribe = None
         self.reactor.stop()
+        if self.pod_resources is not None:
+            self.pod_resources.stop_all()
+
+    def pod_resources_of(self, node: str) -> tuple[Mapping[tuple[str, str], Any], Mapping[str, Any]]:
+        """What the node's kubelet answers on its PodResources socket: (pods' devices, allocatable)."""
+        state = self.nodes.get(node)
+        if state is None:
+            return {}, {}
+        return state.pod_devices, state.devices
 
     def sync(self, timeout: float = 10.0) -> None:
         self.reactor.sync(timeout)
@@ -389,6 +407,8 @@ class Agents:
         name = _meta(node).get("name")
         if event_type == "DELETED":
             state = self.nodes.pop(name, None)
+            if self.pod_resources is not None:
+                self.pod_resources.stop(name)
             if state:
                 for key in list(state.pods):
                     self._safe_delete("pods", *key)
@@ -403,6 +423,8 @@ class Agents:
         old = state.node if state else None
         if state is None:
             state = self.nodes[name] = NodeState(name=name, node=node)
+            if self.pod_resources is not None:
+                self.pod_resources.start(name)
         self._node_changed(state, old, node)
 
     def _node_changed(self, state: NodeState, old: Obj | None, node: Obj) -> None:
@@ -809,6 +831,7 @@ class Agents:
         if state is None or pod is None:
             return
         taken: list[str] = []
+        by_resource: dict[str, list[str]] = {}
         for name, count in workload.requests.items():
             free = [d for d in state.devices.get(name, []) if d not in state.allocated and d not in taken]
             if len(free) < count:
@@ -816,9 +839,12 @@ class Agents:
                                        f"Requested: {count}, Available: {len(free)}, which is unexpected")
                 return
             taken.extend(free[:count])
+            by_resource[name] = free[:count]
         for device in taken:
             state.allocated[device] = workload.key
         workload.devices = taken
+        state.pod_devices = {**state.pod_devices,
+                             workload.key: container_devices((pod.get("spec") or {}).get("containers") or [], by_resource)}
         uuids = list(dict.fromkeys(nv.device_uuid(d) for d in taken))
         path = self.state_path(workload.node)
         used = int((_meta(pod).get("annotations") or {}).get(USED_MEMORY_ANNOTATION, self.settings.used_memory_mib))
@@ -833,8 +859,6 @@ class Agents:
             workload.pids.append(pid)
         workload.started = True
         patch: Obj = {"status": running_status(pod, True)}
-        if uuids:
-            self._safe_patch("pods", *workload.key, {"metadata": {"annotations": {DEVICE_IDS_ANNOTATION: ",".join(uuids)}}})
         self._safe_patch("pods", *workload.key, patch, subresource="status")
 
     def _reject(self, workload: WorkloadPod, message: str) -> None:
@@ -851,6 +875,8 @@ class Agents:
             if state.allocated.get(device) == workload.key:
                 del state.allocated[device]
         workload.devices = []
+        if workload.key in state.pod_devices:
+            state.pod_devices = {key: value for key, value in state.pod_devices.items() if key != workload.key}
         if workload.pids:
             self._detach(workload.node, workload.pids)
             workload.pids = []
@@ -953,6 +979,22 @@ class Agents:
             pass
 
 
+def container_devices(containers: list[Mapping[str, Any]],
+                      by_resource: Mapping[str, list[str]]) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """The devices the kubelet gave each container: its own requests, in container order."""
+    left = {name: list(ids) for name, ids in by_resource.items()}
+    result = []
+    for container in containers:
+        wanted = pod_requests({"containers": [container]})
+        for name, count in wanted.items():
+            ids, left[name] = left.get(name, [])[:count], left.get(name, [])[count:]
+            if ids:
+                result.append((str(container.get("name") or ""), name, tuple(ids)))
+    first = str((containers[0] if containers else {}).get("name") or "")
+    result.extend((first, name, tuple(ids)) for name, ids in left.items() if ids)
+    return tuple(result)
+
+
 def nvml_api() -> Any:
     """The NVML simulator's Python API (contract §6), imported late so pure API tests need none of it."""
     import importlib
@@ -1012,5 +1054,5 @@ def pdb_status(spec: Mapping[str, Any], pods: list[Mapping[str, Any]], generatio
                             "lastTransitionTime": "1970-01-01T00:00:00Z", "message": ""}]}
 
 
-__all__ = ["Agents", "AgentSettings", "ClusterApi", "Reactor", "DEVICE_IDS_ANNOTATION", "matches_node",
+__all__ = ["Agents", "AgentSettings", "ClusterApi", "Reactor", "matches_node",
            "pdb_status", "selector_matches"]

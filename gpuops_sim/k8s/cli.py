@@ -265,9 +265,16 @@ def cmd_workload(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_report(directory: str, api: Any, nvml_show: Any = None) -> str:
-    """The text `cluster status` prints."""
-    from gpuops_sim.k8s.agents import DEVICE_IDS_ANNOTATION  # pylint: disable=import-outside-toplevel
+def status_report(directory: str, api: Any, nvml_show: Any = None, pod_devices: Any = None) -> str:
+    """The text `cluster status` prints. A pod's devices are what its node's kubelet lists on its
+    PodResources socket (``pod_devices(node)`` → ``{(namespace, name): [device ids]}``)."""
+    if pod_devices is None:
+        from gpuops_sim.k8s.cluster import pod_resources_socket_for  # pylint: disable=import-outside-toplevel
+        from gpuops_sim.k8s.podresources import read_device_ids  # pylint: disable=import-outside-toplevel
+        socket_path = pod_resources_socket_for(directory)
+
+        def pod_devices(node: str) -> dict:
+            return read_device_ids(socket_path(node))
     if nvml_show is None:
         from gpuops_sim.nvml import show as nvml_show  # pylint: disable=import-outside-toplevel
     pods_by_node: dict[str, list[dict]] = {}
@@ -297,8 +304,9 @@ def status_report(directory: str, api: Any, nvml_show: Any = None) -> str:
         lines.append(f"  taints: {', '.join(taints) or '-'}")
         labels = {k: v for k, v in (node["metadata"].get("labels") or {}).items() if k.startswith(interesting)}
         lines.append(f"  labels: {', '.join(f'{k}={v}' for k, v in sorted(labels.items())) or '-'}")
+        held = pod_devices(name) if pods_by_node.get(name) else {}
         for pod in sorted(pods_by_node.get(name, []), key=lambda p: p["metadata"]["name"]):
-            devices = (pod["metadata"].get("annotations") or {}).get(DEVICE_IDS_ANNOTATION, "")
+            devices = ",".join(held.get((pod["metadata"].get("namespace"), pod["metadata"]["name"]), []))
             phase = (pod.get("status") or {}).get("phase", "Pending")
             lines.append(f"  pod {pod['metadata'].get('namespace')}/{pod['metadata']['name']} {phase}"
                          f"{'  devices: ' + devices if devices else ''}")

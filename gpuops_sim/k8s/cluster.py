@@ -6,6 +6,8 @@ cluster up|down|status|workload|fault``. Layout of a cluster directory:
     DIR/kubeconfig          points at the emulator
     DIR/inventory.yml       Ansible inventory: kube_control_plane + gpu_nodes (all local)
     DIR/nodes/<node>.json   NVML state of each GPU node
+    DIR/kubelet/<node>.sock the node's kubelet PodResources socket (short: a unix socket path
+                            holds 107 bytes, and pytest's temporary directories are long)
     DIR/cluster.json        what `up` created (pools, url, options)
     DIR/cluster.pid, DIR/cluster.log   when detached
 """
@@ -111,6 +113,14 @@ def layout_node(path: str, profiles: list[str], gpus: Iterable[int] | None = Non
                 mig.create_compute_instance(node, gpu, gi, models.CI_PROFILE_BY_SLICES[profile.slice_count])
 
 
+def pod_resources_socket_for(directory: str):
+    sockets_dir = os.path.join(directory, "kubelet")
+
+    def socket_path(node: str) -> str:
+        return os.path.join(sockets_dir, f"{node}.sock")
+    return socket_path
+
+
 def state_path_for(directory: str):
     nodes_dir = os.path.join(directory, "nodes")
 
@@ -145,6 +155,9 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
         "mig_boot_root": os.path.join(directory, "nodes", "{{ inventory_hostname }}-root"),
         "mig_boot_service_manage": False,
         "mig_boot_python": python,
+        # Where this node's kubelet serves the PodResources API, set as a site whose kubelets keep
+        # their root directory elsewhere would set it.
+        "kubelet_pod_resources_socket": os.path.join(directory, "kubelet", "{{ inventory_hostname }}.sock"),
         # A local connection cannot reboot: the simulated node reboots through the simulator.
         "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim nvml reboot --state {state}",
     }
@@ -223,7 +236,8 @@ class Cluster:
         self.emulator.write_kubeconfig(self.kubeconfig)
         self.api = StoreApi(self.emulator)
         self._populate()
-        self.agents = Agents(self.api, state_path_for(self.directory), self.options.settings)
+        self.agents = Agents(self.api, state_path_for(self.directory), self.options.settings,
+                             pod_resources_socket=pod_resources_socket_for(self.directory))
         self.agents.start()
         write_inventory(self.directory, self.nodes)
         self._write_description()

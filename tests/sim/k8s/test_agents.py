@@ -9,9 +9,10 @@ import pytest
 
 from gpuops_sim import nvml
 from gpuops_sim.k8s import workload as manifests
-from gpuops_sim.k8s.agents import DEVICE_IDS_ANNOTATION, AgentSettings, Agents
+from gpuops_sim.k8s.agents import AgentSettings, Agents
 from gpuops_sim.k8s.agents_api import MemoryApi
-from gpuops_sim.k8s.cluster import layout_node, state_path_for
+from gpuops_sim.k8s.cluster import layout_node, pod_resources_socket_for, state_path_for
+from gpuops_sim.k8s.podresources import read_device_ids
 
 NS = manifests.GPU_OPERATOR_NAMESPACE
 NODE = "gpu-node-1"
@@ -42,9 +43,16 @@ class Sim:
             if layout:
                 layout_node(path, layout)
             self.api.create("nodes", None, manifests.node_manifest(name, "sim-a100-x8"))
+        self.socket = pod_resources_socket_for(self.dir)
         self.agents = Agents(self.api, state_path_for(self.dir),
-                             AgentSettings(plugin_delay=0.05, gfd_interval=0.2, crash_backoff=0.1))
+                             AgentSettings(plugin_delay=0.05, gfd_interval=0.2, crash_backoff=0.1),
+                             pod_resources_socket=self.socket)
         self.agents.start()
+
+    def device_ids(self, pod: dict, node: str = NODE) -> list[str]:
+        """The pod's device IDs as its node's kubelet lists them on the PodResources socket."""
+        listed = read_device_ids(self.socket(node))
+        return listed[(pod["metadata"]["namespace"], pod["metadata"]["name"])]
 
     def path(self, node: str = NODE) -> str:
         return f"{self.dir}/nodes/{node}.json"
@@ -221,7 +229,8 @@ def test_workload_binding_device_ids_processes_and_eviction(make_sim):
     pods = wait_for(running, what="3 running pods")
     all_ids = []
     for pod in pods:
-        ids = pod["metadata"]["annotations"][DEVICE_IDS_ANNOTATION].split(",")
+        ids = sim.device_ids(pod)
+        assert "gpuops.io/device-ids" not in (pod["metadata"].get("annotations") or {})
         assert len(ids) == 2 and all(i.startswith("MIG-") for i in ids)
         all_ids += ids
     assert len(set(all_ids)) == 6
@@ -231,7 +240,7 @@ def test_workload_binding_device_ids_processes_and_eviction(make_sim):
                    and p.get("status", {}).get("currentHealthy") == 3 and p)
     assert pdb["status"]["disruptionsAllowed"] == 1
     victim = pods[0]
-    freed = set(victim["metadata"]["annotations"][DEVICE_IDS_ANNOTATION].split(","))
+    freed = set(sim.device_ids(victim))
     sim.api.delete("pods", "default", victim["metadata"]["name"])
     wait_for(lambda: not freed & {p["device_uuid"] for g in nvml.show(sim.path())["gpus"] for p in g["processes"]},
              what="processes detached")
@@ -308,7 +317,8 @@ def test_time_sliced_replicas_share_a_gpu(make_sim):
         sim.api.create(kind, "default", obj)
     pods = wait_for(lambda: (ps := sim.pods("ts-")) and all(p.get("status", {}).get("phase") == "Running" for p in ps) and ps)
     gpu_uuid = nvml.show(sim.path())["gpus"][0]["uuid"]
-    assert {p["metadata"]["annotations"][DEVICE_IDS_ANNOTATION] for p in pods} == {gpu_uuid}
+    # As the real plugin registers replicas with the kubelet: <device id>::<replica>.
+    assert sorted(i for p in pods for i in sim.device_ids(p)) == [f"{gpu_uuid}::{n}" for n in range(4)]
     assert len(nvml.show(sim.path())["gpus"][0]["processes"]) == 4
 
 

@@ -101,9 +101,9 @@ def test_status_report_shows_layout_allocatable_taints_and_pods(tmp_path):
     node["spec"]["taints"] = [{"key": "gpuops.io/mig-reconfigure", "value": "all-1g.5gb", "effect": "NoSchedule"}]
     node["status"]["allocatable"]["nvidia.com/mig-7g.40gb"] = "1"
     api.create("nodes", None, node)
-    api.create("pods", "default", {"metadata": {"name": "p", "annotations": {"gpuops.io/device-ids": "MIG-x"}},
+    api.create("pods", "default", {"metadata": {"name": "p"},
                                    "spec": {"nodeName": "gpu-node-1"}, "status": {"phase": "Running"}})
-    text = status_report(str(tmp_path), api)
+    text = status_report(str(tmp_path), api, pod_devices=lambda node: {("default", "p"): ["MIG-x"]})
     assert "gpu 0: MIG on 7g.40gb" in text
     assert "nvidia.com/mig-7g.40gb=1" in text
     assert "gpuops.io/mig-reconfigure=all-1g.5gb:NoSchedule" in text
@@ -165,10 +165,12 @@ def test_up_down_round_trip_with_the_real_kubernetes_client(tmp_path):
                 break
             assert time.monotonic() < deadline, "workload never ran"
             time.sleep(0.1)
-        assert all(p.metadata.annotations["gpuops.io/device-ids"].startswith("MIG-") for p in pods)
+        assert not any("gpuops.io/device-ids" in (p.metadata.annotations or {}) for p in pods)
         status = subprocess.run([sys.executable, "-m", "gpuops_sim", "cluster", "status", "--dir", directory],
                                 check=True, cwd=REPO, timeout=60, capture_output=True, text=True).stdout
         assert "gpu-node-1" in status and "nvidia.com/mig-1g.5gb=14" in status
+        # Each pod's devices, as the kubelet's PodResources socket of its node lists them.
+        assert all(f"pod default/{p.metadata.name} Running  devices: MIG-" in status for p in pods)
         inventory = yaml.safe_load((tmp_path / "c" / "inventory.yml").read_text())
         assert set(inventory["all"]["children"]["gpu_nodes"]["hosts"]) == {"gpu-node-1", "gpu-node-2"}
     finally:
