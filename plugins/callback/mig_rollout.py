@@ -17,6 +17,11 @@ description:
   - At the end of the run it prints one line per node, failed nodes included, with the MIG
     layout before and after, the pods evicted, the time the node took, and the result or the
     reason of the failure.
+  - When a node's kubelet could not say which pod holds which GPU or MIG device (the PodResources
+    socket missing, permission denied, a kubelet without the API), every GPU pod of that node was
+    evicted; its line says so and why, and lists those pods.
+  - In check mode (C(--check)) each node's line is followed by the pods it would lose, each with the
+    reason it was selected.
   - The data comes from the C(mig_reconfigure_report) fact the role sets on every exit path.
 requirements:
   - enable it with C(callbacks_enabled = gpuops.nvidia.mig_rollout) in C(ansible.cfg) or
@@ -49,8 +54,11 @@ def batch_sizes(serial: list, total: int) -> list[int]:
     return sizes
 
 
-def summary_lines(reports: dict[str, dict], failures: dict[str, str]) -> list[str]:
-    """One line per node: name, layout before → after, pods evicted, seconds, result."""
+def summary_lines(reports: dict[str, dict], failures: dict[str, str], check_mode: bool = False) -> list[str]:
+    """One line per node: name, layout before → after, pods evicted, seconds, result.
+
+    The pods themselves follow, with why each was selected, in check mode and when the node's pod →
+    device map was unavailable (every GPU pod of the node was then a target)."""
     lines = []
     hosts = sorted(set(reports) | set(failures))
     for host in hosts:
@@ -66,7 +74,17 @@ def summary_lines(reports: dict[str, dict], failures: dict[str, str]) -> list[st
         message = report.get("message") or failures.get(host)
         if result == "failed" and message:
             line += f": {message}"
+        device_map = report.get("device_map")
+        blind = isinstance(device_map, dict) and not device_map.get("available", True)
+        if blind:
+            line += ("; which pod holds which device was unknown, so every GPU pod of the node was a target: "
+                     f"{device_map.get('reason') or 'no reason given'}")
         lines.append(line)
+        if check_mode or blind:
+            verb = "would evict" if check_mode else "evicted"
+            for pod in evicted:
+                if isinstance(pod, dict):
+                    lines.append(f"  {verb} {pod.get('namespace')}/{pod.get('name')}: {pod.get('reason') or '-'}")
     return lines
 
 
@@ -146,5 +164,8 @@ class CallbackModule(CallbackBase):
         if not self._reports and not self._failures:
             return
         self._display.banner("MIG ROLLOUT SUMMARY")
-        for line in summary_lines(self._reports, self._failures):
+        from ansible import context  # pylint: disable=import-outside-toplevel
+
+        check_mode = bool((context.CLIARGS or {}).get("check"))
+        for line in summary_lines(self._reports, self._failures, check_mode=check_mode):
             self._display.display(line)

@@ -70,6 +70,15 @@ class SimCluster:
     def nvml(self, node: str) -> dict:
         return sim_nvml.show(self.cluster.state_path(node))
 
+    def socket(self, node: str) -> str:
+        """The node's kubelet PodResources socket."""
+        return cluster_module.pod_resources_socket_for(str(self.directory))(node)
+
+    def held(self, node: str) -> dict[str, list[str]]:
+        """pod name → the device IDs its node's kubelet lists for it on the PodResources socket."""
+        from gpuops_sim.k8s.podresources import read_device_ids  # pylint: disable=import-outside-toplevel
+        return {name: ids for (_namespace, name), ids in read_device_ids(self.socket(node)).items()}
+
     def layout(self, node: str) -> list[list[str]]:
         """Per GPU, the sorted profiles of its GPU instances."""
         return [sorted(gi["profile"] for gi in gpu["gpu_instances"]) for gpu in self.nvml(node)["gpus"]]

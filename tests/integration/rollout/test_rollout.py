@@ -82,9 +82,10 @@ def test_fleet_change_of_one_gpu_per_node_moves_only_the_pods_on_it(sim_cluster)
     cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=20 * 8, pdb_max_unavailable="25%")
     running = wait_running(cluster, "infer", 160)
     assert len(running) == 160
-    on_gpu0 = {p["metadata"]["name"] for p in cluster.pods("default")
-               if any(u in (p["metadata"].get("annotations", {}).get("gpuops.io/device-ids") or "")
-                      for u in _gpu_mig_uuids(cluster, p["spec"].get("nodeName"), 0))}
+    # Which pod holds which device: what each node's kubelet lists on its PodResources socket.
+    on_gpu0 = {name for node in cluster.nodes for name, ids in cluster.held(node).items()
+               if set(ids) & set(_gpu_mig_uuids(cluster, node, 0))}
+    assert 0 < len(on_gpu0) < len(running)
     cluster.clear_requests()
 
     run = cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=after")

@@ -156,6 +156,27 @@ def test_summary_names_failed_nodes_and_why():
     assert lines == ["gpu-1: x -> y; 1 pod(s) evicted; 2.0s; success", "b: ? -> ?; 0 pod(s) evicted; -; failed: PDB blocked eviction"]
 
 
+def test_summary_says_when_the_device_map_was_unavailable_and_lists_the_pods():
+    pods = [{"namespace": "ml", "name": "a", "reason": "requests nvidia.com/gpu; ... socket /s does not exist"},
+            {"namespace": "ml", "name": "b", "reason": "requests nvidia.com/gpu; ... socket /s does not exist"}]
+    report = {"node": "gpu-1", "before": "x", "after": "y", "evicted": pods, "seconds": 2, "result": "success",
+              "device_map": {"available": False, "reason": "socket /s does not exist"}}
+    assert summary_lines({"a": report}, {}) == [
+        "gpu-1: x -> y; 2 pod(s) evicted; 2.0s; success; which pod holds which device was unknown, so every GPU pod "
+        "of the node was a target: socket /s does not exist",
+        "  evicted ml/a: requests nvidia.com/gpu; ... socket /s does not exist",
+        "  evicted ml/b: requests nvidia.com/gpu; ... socket /s does not exist",
+    ]
+
+
+def test_summary_in_check_mode_lists_the_pods_each_node_would_lose_and_why():
+    report = {"node": "gpu-1", "before": "x", "after": "y", "seconds": 1, "result": "success",
+              "evicted": [{"namespace": "ml", "name": "a", "reason": "uses MIG-1"}],
+              "device_map": {"available": True, "reason": None}}
+    assert summary_lines({"a": report}, {}, check_mode=True) == [
+        "gpu-1: x -> y; 1 pod(s) evicted; 1.0s; success", "  would evict ml/a: uses MIG-1"]
+
+
 def node_object(labels=None, taints=None, allocatable=None):
     return {"metadata": {"name": "n1", "labels": labels or {}}, "spec": {"taints": taints or []},
             "status": {"allocatable": allocatable or {}}}
