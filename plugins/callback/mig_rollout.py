@@ -70,7 +70,8 @@ def summary_lines(reports: dict[str, dict], failures: dict[str, str], check_mode
         evicted = report.get("evicted") or []
         seconds = report.get("seconds")
         timing = f"{float(seconds):.1f}s" if seconds not in (None, "") else "-"
-        line = f"{node}: {before} -> {after}; {len(evicted)} pod(s) evicted; {timing}; {result}"
+        moved = f"{len(evicted)} pod(s) to evict" if check_mode else f"{len(evicted)} pod(s) evicted"
+        line = f"{node}: {before} -> {after}; {moved}; {timing}; {result}"
         message = report.get("message") or failures.get(host)
         if result == "failed" and message:
             line += f": {message}"
@@ -84,7 +85,9 @@ def summary_lines(reports: dict[str, dict], failures: dict[str, str], check_mode
             verb = "would evict" if check_mode else "evicted"
             for pod in evicted:
                 if isinstance(pod, dict):
-                    lines.append(f"  {verb} {pod.get('namespace')}/{pod.get('name')}: {pod.get('reason') or '-'}")
+                    # The node's line already says why its map was unavailable.
+                    why = "its devices are unknown" if blind else (pod.get("reason") or "-")
+                    lines.append(f"  {verb} {pod.get('namespace')}/{pod.get('name')}: {why}")
     return lines
 
 
