@@ -16,7 +16,9 @@ Then the same change, GPU 0 to 7 × 1g.5gb and the other seven GPUs untouched:
   the node.
 
 Counted: GPU workload pods that left each node; daemon pods that the taint would also remove are
-reported separately.
+reported separately. Which pod holds which GPU comes only from each node's kubelet PodResources
+socket, read on the node by gpuops.nvidia.gpu_pod_devices, as on a real cluster: the benchmark
+checks that no pod carries an annotation naming its devices.
 """
 
 from __future__ import annotations
@@ -60,9 +62,19 @@ def workload_pods(cluster: Cluster, node: str) -> List[str]:
 
 
 def running_with_device(cluster: Cluster, node: str) -> int:
+    """Running workload pods that the node's kubelet lists with a device on its PodResources socket."""
     pods = cluster.pods_on(node, WORKLOAD_NAMESPACE)
-    return sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running"
-               and ((p.get("metadata") or {}).get("annotations") or {}).get("gpuops.io/device-ids"))
+    held = cluster.pod_devices(node)
+    return sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running" and held.get(p["metadata"]["name"]))
+
+
+def assert_no_device_annotation(cluster: Cluster, node: str) -> None:
+    """The device map must come from the kubelet alone: no pod may say which devices it holds."""
+    for pod in cluster.pods_on(node):
+        keys = [key for key in ((pod.get("metadata") or {}).get("annotations") or {}) if "device" in key.lower()]
+        if keys:
+            raise BenchError(f"pod {pod['metadata']['name']} on {node} carries device annotation(s) {keys}: the "
+                             "benchmark must measure the device map read from the kubelet's PodResources API")
 
 
 def seed_procedure(cluster: Cluster, node: str) -> Dict[str, Any]:
@@ -98,6 +110,8 @@ def run(options: Options) -> Dict[str, Any]:
             cluster.workload(f"work-{node}", "nvidia.com/gpu", GPUS, node=node)
             wait_until(lambda n=node: running_with_device(cluster, n) == GPUS, 120, f"{GPUS} GPU pods running on {node}")
         before = {node: workload_pods(cluster, node) for node in (collection_node, seed_node)}
+        for node in (collection_node, seed_node):
+            assert_no_device_annotation(cluster, node)
 
         cluster.clear_requests()
         change = playbook(cluster, "mig-reconfigure.yml", dict(common, mig_config_name=CHANGED_CONFIG),
@@ -121,7 +135,9 @@ def run(options: Options) -> Dict[str, Any]:
         "unit": "GPU pods evicted to change one GPU of an 8-GPU node holding 8 single-GPU pods",
         "change": "GPU 0: MIG off -> 7 x 1g.5gb; GPUs 1-7 unchanged (A100-SXM4-40GB, mixed strategy)",
         "collection": {"evicted": collection_evicted, "eviction_api_calls": len(evictions),
-                       "evacuate_scope": "changed (default)", "wall_s": rounded(change.wall_s, 1)},
+                       "evacuate_scope": "changed (default)",
+                       "device_map": "kubelet PodResources API (gpuops.nvidia.gpu_pod_devices); no pod annotation",
+                       "wall_s": rounded(change.wall_s, 1)},
         "seed_001": seed,
         "ratio": ratio,
         "target": "1 : 8",

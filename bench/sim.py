@@ -121,6 +121,13 @@ class Cluster:
         base = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
         return self.get(f"{base}?fieldSelector=spec.nodeName%3D{node}")["items"]
 
+    def pod_devices(self, node: str) -> Dict[str, List[str]]:
+        """pod name → device IDs, as the node's kubelet lists them on its PodResources socket."""
+        from gpuops_sim.k8s.cluster import pod_resources_socket_for  # pylint: disable=import-outside-toplevel
+        from gpuops_sim.k8s.podresources import read_device_ids  # pylint: disable=import-outside-toplevel
+        listed = read_device_ids(pod_resources_socket_for(str(self.directory))(node))
+        return {name: ids for (_namespace, name), ids in listed.items()}
+
     def workload(self, name: str, resource: str, count: int, node: Optional[str] = None,
                  recreate: bool = False) -> None:
         args = ["cluster", "workload", "--dir", str(self.directory), "--name", name, "--resource", resource,
