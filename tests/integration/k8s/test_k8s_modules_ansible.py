@@ -231,7 +231,11 @@ BATCH_PLAYBOOK = """
         nodes:
           - {name: gpu-node-1}
           - {name: gpu-node-2}
-          - {name: gpu-node-3, scope: devices, device_uuids: [GPU-aaaa]}
+          - name: gpu-node-3
+            scope: devices
+            device_uuids: [GPU-aaaa]
+            # What gpuops.nvidia.gpu_pod_devices returns on the node.
+            pod_devices: {available: true, reason: null, pods: [{namespace: default, name: other-3, devices: [GPU-bbbb], gpus: [GPU-bbbb]}]}
       register: evacuate
       failed_when: false
 
@@ -277,7 +281,7 @@ def test_batch_runs_each_node_with_its_own_arguments_and_reports_each_nodes_fail
     kube.pod("train-1", node="gpu-node-1", gpus=GPU)
     kube.pod("serve-2", node="gpu-node-2", gpus=GPU, labels={"app": "serve"})
     kube.pdb("serve-pdb", {"app": "serve"})
-    kube.pod("other-3", node="gpu-node-3", gpus=GPU, annotations={"gpuops.io/device-ids": "GPU-bbbb"})
+    kube.pod("other-3", node="gpu-node-3", gpus=GPU)
     kube.pod("plugin-3", node="gpu-node-3", owner_kind="DaemonSet",
              node_selector={"nvidia.com/gpu.deploy.device-plugin": "true"})
     results = run_playbook(BATCH_PLAYBOOK, kube, tmp_path)

@@ -177,11 +177,15 @@ def test_evacuate_check_mode_posts_nothing(kube):
 
 def test_evacuate_devices_scope(kube):
     kube.node(unschedulable=True)
-    kube.pod("a", gpus={"nvidia.com/mig-1g.5gb": "1"}, annotations={"gpuops.io/device-ids": "MIG-a"})
-    kube.pod("b", gpus={"nvidia.com/mig-1g.5gb": "1"}, annotations={"gpuops.io/device-ids": "MIG-b"})
+    kube.pod("a", gpus={"nvidia.com/mig-1g.5gb": "1"})
+    kube.pod("b", gpus={"nvidia.com/mig-1g.5gb": "1"})
+    held = {"available": True, "reason": None, "pods": [
+        {"namespace": "default", "name": "a", "devices": ["MIG-a"], "gpus": ["GPU-0"]},
+        {"namespace": "default", "name": "b", "devices": ["MIG-b"], "gpus": ["GPU-1"]}]}
     result = evacuate(kube.product_client(), EvacuationRequest("gpu-node-1", scope="devices", device_uuids=["GPU-0"],
-                                                               device_parents={"MIG-a": "GPU-0", "MIG-b": "GPU-1"}), check_mode=False)
+                                                               pod_devices=held), check_mode=False)
     assert short(result["evicted"]) == ["default/a"]
+    assert result["device_map"] == {"available": True, "reason": None}
     assert kube.pod_names() == ["default/b"]
 
 
