@@ -78,8 +78,8 @@ def kubelet(tmp_path):
     server.stop(grace=None).wait()
 
 
-def read(path, timeout=5.0, table=TABLE):
-    return device_map(path, timeout, lambda: table)
+def read(path, timeout=5.0):
+    return device_map(path, timeout, lambda: TABLE)
 
 
 def test_pods_with_mig_and_whole_gpus_of_two_resources(kubelet):

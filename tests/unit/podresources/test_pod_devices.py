@@ -57,7 +57,8 @@ def test_ids_of_no_device_resolve_to_nothing(device_id):
 def test_a_replica_resolves_to_its_device(device_id, replica):
     table = DeviceTable(TABLE)
     assert split_replica("{0}::{1}".format(device_id, replica)) == (device_id, replica)
-    assert table.resolve("{0}::{1}".format(device_id, replica)) == table.resolve(device_id) is not None
+    assert table.resolve(device_id) is not None
+    assert table.resolve("{0}::{1}".format(device_id, replica)) == table.resolve(device_id)
 
 
 @given(st.lists(st.tuples(st.sampled_from(["nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "nvidia.com/gpu.shared"]),
