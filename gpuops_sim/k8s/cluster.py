@@ -236,6 +236,9 @@ class Cluster:
         self.emulator.write_kubeconfig(self.kubeconfig)
         self.api = StoreApi(self.emulator)
         self._populate()
+        from gpuops_sim.k8s.podresources import check_socket_path  # pylint: disable=import-outside-toplevel
+        for node in self.nodes:  # fail here, naming the path, rather than in a kubelet thread
+            check_socket_path(pod_resources_socket_for(self.directory)(node))
         self.agents = Agents(self.api, state_path_for(self.directory), self.options.settings,
                              pod_resources_socket=pod_resources_socket_for(self.directory))
         self.agents.start()

@@ -111,6 +111,25 @@ def test_status_report_shows_layout_allocatable_taints_and_pods(tmp_path):
     assert "pod default/p Running  devices: MIG-x" in text
 
 
+def test_a_socket_path_too_long_for_unix_sockets_fails_the_start_naming_it(tmp_path):
+    directory = tmp_path / ("d" * 90)
+    options = cluster.ClusterOptions(pools=[cluster.parse_pool("a:1:A100-40GB:1")], control_plane=False)
+    sim = cluster.Cluster(str(directory), options)
+    try:
+        with pytest.raises(ValueError, match=r"PodResources socket path .*/kubelet/gpu-node-1.sock is \d+ bytes; a unix "
+                                             r"socket path holds at most 107: use a shorter cluster directory"):
+            sim.start()
+    finally:
+        sim.stop()
+
+
+def test_the_inventory_gives_each_node_its_kubelet_socket(tmp_path):
+    inventory = cluster.inventory(str(tmp_path), ["gpu-node-1"])
+    node_vars = inventory["all"]["children"]["gpu_nodes"]["vars"]
+    assert node_vars["kubelet_pod_resources_socket"] == str(tmp_path / "kubelet" / "{{ inventory_hostname }}.sock")
+    assert cluster.pod_resources_socket_for(str(tmp_path))("gpu-node-1") == str(tmp_path / "kubelet" / "gpu-node-1.sock")
+
+
 def test_down_without_a_cluster_is_a_no_op(tmp_path, capsys):
     assert main(["cluster", "down", "--dir", str(tmp_path)]) == 0
     assert "nothing running" in capsys.readouterr().out
