@@ -104,7 +104,8 @@ pods:
   description:
     - Each pod that holds C(nvidia.com/*) devices, sorted by namespace and name.
     - C(resources) maps each resource to the device IDs the kubelet lists; C(devices) are the GPU and MIG device UUIDs
-      those IDs resolve to (a replica resolves to its device); C(gpus) the UUIDs of the GPUs they are on.
+      those IDs resolve to (a replica resolves to its device); C(gpus) the UUIDs of the GPUs they are on; C(parents)
+      maps each of its MIG devices to its GPU.
   returned: always
   type: list
   elements: dict
@@ -114,6 +115,7 @@ pods:
       resources: {"nvidia.com/mig-1g.10gb": ["MIG-8f6e1b5a-0c1d-5e2f-9a3b-4c5d6e7f8a9b"], "nvidia.com/gpu": ["GPU-5b3c1e9a-2d4f-4a6b-8c7d-9e0f1a2b3c4d::3"]}
       devices: ["MIG-8f6e1b5a-0c1d-5e2f-9a3b-4c5d6e7f8a9b", "GPU-5b3c1e9a-2d4f-4a6b-8c7d-9e0f1a2b3c4d"]
       gpus: ["GPU-0d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a", "GPU-5b3c1e9a-2d4f-4a6b-8c7d-9e0f1a2b3c4d"]
+      parents: {"MIG-8f6e1b5a-0c1d-5e2f-9a3b-4c5d6e7f8a9b": "GPU-0d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a"}
 allocatable:
   description: The C(nvidia.com/*) device IDs the kubelet can allocate, by resource; empty when the kubelet does not serve
     C(GetAllocatableResources).

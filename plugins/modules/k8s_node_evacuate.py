@@ -92,7 +92,8 @@ options:
     description:
       - Which GPU and MIG devices each pod of the node holds, with O(scope=devices), as the kubelet's PodResources API
         tells M(gpuops.nvidia.gpu_pod_devices) on the node. Give that module's registered result as it is, or its
-        C(pods) list (each entry a C(namespace), a C(name), and the C(devices) and C(gpus) UUIDs it holds).
+        C(pods) list (each entry a C(namespace), a C(name), the C(devices) and C(gpus) UUIDs it holds, and optionally
+        C(parents), its MIG devices' GPUs).
       - A result with C(available=false) is taken at its word. The pods' devices are unknown then, so every pod that
         requests C(nvidia.com/*) resources is evicted, each with that reason; so it is when O(pod_devices) is not given.
       - Only with O(scope=devices).

@@ -117,17 +117,23 @@ def device_map(pod_devices: Any) -> dict[str, Any]:
             if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
                 raise K8sError("{0}.{1}: expected a list of device UUIDs, got {2!r}".format(where, field, value))
             lists[field] = list(value)
+        parents = entry.get("parents") or {}
+        if not isinstance(parents, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parents.items()):
+            raise K8sError("{0}.parents: expected a map of MIG device UUID to GPU UUID, got {1!r}".format(where, parents))
+        lists["parents"] = dict(parents)
         pods[(str(entry["namespace"]), str(entry["name"]))] = lists
     return {"available": True, "reason": None, "pods": pods}
 
 
 def device_match(held: Mapping[str, Iterable[str]], wanted: Iterable[str], parents: Mapping[str, str] | None) -> list[str]:
-    """The pod's devices that are wanted themselves or whose GPU is wanted, then its wanted GPUs."""
+    """The pod's devices that are wanted themselves or whose GPU is wanted, then its wanted GPUs
+    (for a map given without the devices' ``parents``)."""
     wanted_set = set(wanted)
-    parents = parents or {}
+    parents = dict(held.get("parents") or {}, **(parents or {}))
     devices = list(held.get("devices") or [])
     matched = [device for device in devices if device in wanted_set or parents.get(device) in wanted_set]
-    matched.extend(gpu for gpu in held.get("gpus") or [] if gpu in wanted_set and gpu not in matched)
+    covered = {parents.get(device, device) for device in matched}
+    matched.extend(gpu for gpu in held.get("gpus") or [] if gpu in wanted_set and gpu not in covered)
     return matched
 
 

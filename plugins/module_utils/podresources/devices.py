@@ -116,6 +116,7 @@ def pod_device_map(listing: Iterable[Mapping[str, Any]], table: DeviceTable) -> 
         label = "{0}/{1}".format(pod.get("namespace"), pod.get("name"))
         devices: List[str] = []
         gpus: List[str] = []
+        parents: Dict[str, str] = {}
         for resource, ids in sorted(resources.items()):
             for device_id in ids:
                 found = table.resolve(device_id)
@@ -125,12 +126,15 @@ def pod_device_map(listing: Iterable[Mapping[str, Any]], table: DeviceTable) -> 
                     devices.append(found[0])
                 if found[1] not in gpus:
                     gpus.append(found[1])
+                if found[0] != found[1]:
+                    parents[found[0]] = found[1]
         pods.append({
             "namespace": pod.get("namespace"),
             "name": pod.get("name"),
             "resources": {name: list(ids) for name, ids in sorted(resources.items())},
             "devices": devices,
             "gpus": gpus,
+            "parents": parents,
         })
     return sorted(pods, key=lambda entry: (entry["namespace"] or "", entry["name"] or ""))
 

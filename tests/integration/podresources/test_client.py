@@ -98,6 +98,7 @@ def test_pods_with_mig_and_whole_gpus_of_two_resources(kubelet):
         "resources": {"nvidia.com/gpu": [GPU1], "nvidia.com/mig-1g.10gb": [MIG_A, MIG_B]},
         "devices": [GPU1, MIG_A, MIG_B],
         "gpus": [GPU1, GPU0],
+        "parents": {MIG_A: GPU0, MIG_B: GPU0},
     }]
     assert result["allocatable"] == {"nvidia.com/gpu": [GPU1], "nvidia.com/mig-1g.10gb": [MIG_A, MIG_B]}
 

@@ -87,6 +87,15 @@ def test_devices_scope_selects_from_the_nodes_map():
     assert {e["name"]: e["reason"] for e in skipped} == {"c": "uses other devices: GPU-9", "e": "requests no nvidia.com/* resource"}
 
 
+def test_the_maps_parents_name_the_mig_device_a_gpu_selects():
+    node_map = {"available": True, "reason": None, "pods": [
+        {"namespace": "default", "name": "a", "devices": ["MIG-1"], "gpus": ["GPU-0"], "parents": {"MIG-1": "GPU-0"}}]}
+    targets = select_pods([make_pod("a", gpus=MIG)], "devices", ["GPU-0"], device_map(node_map))[0]
+    assert [(e["name"], e["reason"]) for e in targets] == [("a", "uses MIG-1")]
+    with pytest.raises(K8sError, match=r"pod_devices.pods\[0\].parents: expected a map"):
+        device_map([{"namespace": "n", "name": "x", "parents": ["MIG-1"]}])
+
+
 def test_device_parents_still_widen_a_gpu_to_its_mig_devices():
     node_map = held(("a", ["MIG-1"], []))
     targets = select_pods([make_pod("a", gpus=MIG)], "devices", ["GPU-0"], device_map(node_map), {"MIG-1": "GPU-0"})[0]
@@ -109,7 +118,7 @@ def test_without_a_map_every_gpu_pod_is_a_target_and_says_why(given, reason):
 
 def test_the_map_may_be_the_pods_list_alone():
     assert device_map([{"namespace": "ml", "name": "t", "devices": ["MIG-1"], "gpus": ["GPU-0"]}]) == {
-        "available": True, "reason": None, "pods": {("ml", "t"): {"devices": ["MIG-1"], "gpus": ["GPU-0"]}}}
+        "available": True, "reason": None, "pods": {("ml", "t"): {"devices": ["MIG-1"], "gpus": ["GPU-0"], "parents": {}}}}
 
 
 @pytest.mark.parametrize("given, message", [

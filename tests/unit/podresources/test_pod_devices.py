@@ -84,6 +84,7 @@ def test_a_pod_with_two_resources_and_other_resources_ignored():
         "resources": {"nvidia.com/gpu": [GPU1 + "::3"], "nvidia.com/mig-1g.10gb": [MIG_A]},
         "devices": [GPU1, MIG_A],
         "gpus": [GPU1, GPU0],
+        "parents": {MIG_A: GPU0},
     }]
 
 
