@@ -147,6 +147,8 @@ def node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> D
         "changed": bool(result.get("changed")),
         "config": result.get("config"),
         "boot_record": result.get("boot_record"),
+        "boot_status": result.get("boot_status"),
+        "boot_files": result.get("boot_files"),
         "before": layout_summary(gpus),
         "after": layout_summary(gpus, plan),
         "expected": expected,
