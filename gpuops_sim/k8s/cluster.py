@@ -173,6 +173,10 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
         "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim node reboot --quiet --state {state}",
         "mig_reconfigure_boot_time_command": f"cat {root}/proc/sys/kernel/random/boot_id",
         "mig_reconfigure_reboot_search_paths": [os.path.dirname(python)],
+        # The same for the driver role's reboot handler, where a site lets it reboot.
+        "nvidia_driver_reboot_command": f"{python} -m gpuops_sim node reboot --quiet --state {state}",
+        "nvidia_driver_boot_time_command": f"cat {root}/proc/sys/kernel/random/boot_id",
+        "nvidia_driver_reboot_search_paths": [os.path.dirname(python)],
     }
     return {"all": {
         "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"),
