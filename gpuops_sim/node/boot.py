@@ -36,7 +36,7 @@ def boot(path: str) -> dict[str, Any]:
         except systemd.UnitError:
             failed.append(name)
     try:
-        systemd.start(path, kubelet_unit, kubelet.bring_up)
+        systemd.start(path, kubelet_unit, kubelet.bring_up, retry_failed=False)
         kubelet_up = True
     except systemd.UnitError:
         kubelet_up = False

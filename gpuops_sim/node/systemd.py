@@ -227,14 +227,19 @@ def run_unit(path: str, name: str) -> None:
     _set_unit(path, name, active="active", result="success", exit_code=0)
 
 
-def start(path: str, name: str, kubelet: Callable[[str, bool, str], None]) -> None:
+def start(path: str, name: str, kubelet: Callable[[str, bool, str], None], retry_failed: bool = True) -> None:
     """``systemctl start``: the units ``name`` requires first, then ``name``; ``kubelet(path, up,
-    reason)`` brings the node's kubelet up (or records why it stays down)."""
+    reason)`` brings the node's kubelet up (or records why it stays down). A required unit that
+    failed is started again, unless ``retry_failed`` is false (the boot's own start job, which ran
+    it already)."""
     settings = host(path)
     root, kubelet_unit = settings["root"], settings.get("kubelet_unit") or DEFAULT_KUBELET_UNIT
     for dependency in required_by(root, name):
-        if unit_state(path, dependency).get("active") != "active":
+        current = unit_state(path, dependency).get("active")
+        if current != "active":
             try:
+                if current == "failed" and not retry_failed:
+                    raise UnitError(f"{dependency} failed")
                 run_unit(path, dependency)
             except UnitError as exc:
                 if name == kubelet_unit:
