@@ -298,9 +298,10 @@ node_plan:
   description:
     - The reading and the plan condensed, as the P(gpuops.nvidia.mig_node_plan#filter) filter returns them with the
       options of O(node_plan) (a few hundred bytes).
-    - C(driver_version), C(gpu_count), C(changed), C(config), C(boot_record), C(boot_status), C(boot_files), C(before) and C(after) (one-line
-      layouts), C(expected) (what the node must advertise afterwards, with C(errors) and C(warnings)) and
-      C(changing_devices) (the UUIDs of the GPUs and MIG devices whose pods must move).
+    - C(driver_version), C(gpu_count), C(changed), C(config), C(boot_record), C(before) and C(after) (one-line
+      layouts), C(boot_status) and C(boot_files) (when the record names them), C(expected) (what the node must
+      advertise afterwards, with C(errors) and C(warnings)) and C(changing_devices) (the UUIDs of the GPUs and MIG
+      devices whose pods must move).
   returned: success, when O(node_plan) is set
   type: dict
   contains:
@@ -348,10 +349,14 @@ boot_record:
     - V({}) when the file is absent, unreadable or not a JSON object. A warning says which; a new record overwrites it.
   returned: when O(boot_record) is set
   type: dict
-  sample: {config_name: all-1g.5gb, installed_digest: 5e1c0f00d7...}
+  sample:
+    config_name: all-1g.5gb
+    status_file: /var/lib/gpuops/mig/boot-status.json
+    files: [/usr/local/sbin/gpuops-mig-apply]
 boot_status:
   description:
-    - The content of the status file the boot-time applier leaves on every boot (C(status_file) of the record), as JSON. V({}) when the file is absent or cannot be used (with a warning).
+    - The content of the status file the boot-time applier leaves on every boot (C(status_file) of the record), as
+      JSON. V({}) when the file is absent or cannot be used (with a warning).
     - C(result) is V(applied) or V(failed); C(reason), C(exit_code), C(config_name), C(boot_id) and C(time) say more.
   returned: when O(boot_record) is set and the record names a status file
   type: dict
