@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import shlex
 import subprocess
 from typing import Any, Callable
@@ -69,10 +70,11 @@ def unit_name(name: str) -> str:
 # --- unit files ---------------------------------------------------------------------------------
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
-    """Sections → key → values (systemd's repeated keys kept in order); comments and blank lines skipped."""
+    """Sections → key → values (systemd's repeated keys kept in order); comments and blank lines
+    skipped, a line ending in a backslash continued on the next one."""
     sections: dict[str, dict[str, list[str]]] = {}
     current: dict[str, list[str]] | None = None
-    for raw in text.splitlines():
+    for raw in re.sub(r"\\\n", " ", text).splitlines():
         line = raw.strip()
         if not line or line[0] in "#;":
             continue

@@ -52,8 +52,8 @@ def ready(emulator):
 
 
 def test_unit_files_parse_with_repeated_keys_and_comments():
-    parsed = systemd.parse_unit("# c\n[Unit]\nAfter=a.service\nAfter=b.service\n; c\n[Service]\nExecStart=/bin/x --y\n")
-    assert parsed == {"Unit": {"After": ["a.service", "b.service"]}, "Service": {"ExecStart": ["/bin/x --y"]}}
+    parsed = systemd.parse_unit("# c\n[Unit]\nAfter=a.service\nAfter=b.service\n; c\n[Service]\nExecStart=/bin/x \\\n  --y\n")
+    assert parsed == {"Unit": {"After": ["a.service", "b.service"]}, "Service": {"ExecStart": ["/bin/x    --y"]}}
 
 
 def test_enabled_units_run_in_unit_order_then_the_kubelet(node):
