@@ -67,6 +67,9 @@ def pods_on(api: Api, node: str) -> list[dict[str, Any]]:
 def shut_down(path: str) -> list[str]:
     """The kubelet goes down with the node: NotReady, and every pod on it deleted. Returns the pods."""
     settings = systemd.host(path)
+    if not settings.get("kubeconfig"):
+        raise ValueError(f"{path}: not a node of a simulated cluster (`cluster up` describes its host); "
+                         "`nvml reboot` reboots the GPUs of a lone state file")
     api = Api(settings["kubeconfig"], settings["node"])
     node = settings["node"]
     set_ready(api, node, False, "KubeletNotReady", "node is shutting down for a reboot")

@@ -69,6 +69,11 @@ def main(path: str, argv: list[str]) -> int:
         if verb == "stop":
             if name == kubelet_unit:
                 kubelet.shut_down(path)
+            elif not os.path.exists(systemd.unit_path(root, name)):
+                print(f"Failed to stop {name}: Unit {name} not loaded.", file=sys.stderr)
+                return 5
+            else:
+                systemd.set_unit_state(path, name, active="inactive")
             return 0
     except systemd.UnitError as exc:
         print(str(exc), file=sys.stderr)

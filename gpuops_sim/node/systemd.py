@@ -187,6 +187,10 @@ def _set_unit(path: str, name: str, **fields: Any) -> None:
         current.setdefault("units", {}).setdefault(name, {}).update(fields)
 
 
+def set_unit_state(path: str, name: str, **fields: Any) -> None:
+    _set_unit(path, name, **fields)
+
+
 def unit_state(path: str, name: str) -> dict[str, Any]:
     return dict((nvml_state.read_state(path).get("units") or {}).get(name) or {})
 
