@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("gpuops_sim.nvml.cli", "gpuops_sim.k8s.cli", "gpuops_sim.demo")
+AREAS = ("gpuops_sim.nvml.cli", "gpuops_sim.k8s.cli", "gpuops_sim.node.cli", "gpuops_sim.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -263,6 +263,7 @@ class NodeState:
     # What the PodResources API lists: pod key → [(container, resource, device ids)]. Replaced, never
     # changed in place, so that gRPC's threads read a consistent snapshot.
     pod_devices: dict[tuple[str, str], tuple[tuple[str, str, tuple[str, ...]], ...]] = dataclasses.field(default_factory=dict)
+    held: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # bound while the kubelet is down
 
 
 @dataclasses.dataclass
@@ -431,6 +432,13 @@ class Agents:
         """Follow-ups of a node change, whether seen as an event or made by our own write."""
         name = state.name
         state.node = node
+        if old is not None and not node_ready(old) and node_ready(node):
+            # The kubelet is back (after a reboot): it starts the pods bound to its node meanwhile.
+            held, state.held = state.held, set()
+            for key in sorted(held):
+                pod = self.pods.get(key)
+                if pod is not None and key not in self.daemons and key not in self.workloads:
+                    self._start_pod(pod)
         placement_changed = old is None or _placement_view(old) != _placement_view(node)
         if placement_changed:
             for ds_key in list(self.daemonsets):
@@ -574,6 +582,10 @@ class Agents:
         state = self.nodes.get(node_name)
         if state is None or _pod_terminal(pod):
             return
+        if not node_ready(state.node):
+            # No kubelet runs on the node (it is rebooting, or held back at boot): the pod waits for it.
+            state.held.add(key)
+            return
         if owner_of(pod, "DaemonSet") is not None:
             daemon = Daemon(key=key, node=node_name, roles=nv.pod_roles(pod.get("spec") or {}), pod=pod)
             self.daemons[key] = daemon
@@ -591,6 +603,9 @@ class Agents:
 
     def _pod_gone(self, key: tuple[str, str], pod: Obj) -> None:
         self.pods.pop(key, None)
+        held_on = self.nodes.get((pod.get("spec") or {}).get("nodeName") or "")
+        if held_on is not None:
+            held_on.held.discard(key)
         self.pending.discard(key)
         daemon = self.daemons.pop(key, None)
         if daemon is not None:

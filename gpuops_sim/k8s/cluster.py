@@ -4,8 +4,9 @@
 cluster up|down|status|workload|fault``. Layout of a cluster directory:
 
     DIR/kubeconfig          points at the emulator
-    DIR/inventory.yml       Ansible inventory: kube_control_plane + gpu_nodes (all local)
-    DIR/nodes/<node>.json   NVML state of each GPU node
+    DIR/inventory.yml       Ansible inventory: kube_control_plane + gpu_nodes (all on this machine)
+    DIR/nodes/<node>.json   NVML and host state of each GPU node
+    DIR/nodes/<node>-root/  the node's root directory (installed units, boot id, journal)
     DIR/kubelet/<node>.sock the node's kubelet PodResources socket (short: a unix socket path
                             holds 107 bytes, and pytest's temporary directories are long)
     DIR/cluster.json        what `up` created (pools, url, options)
@@ -25,6 +26,7 @@ import yaml
 
 from gpuops_sim.k8s import workload as manifests
 from gpuops_sim.k8s.agents import AgentSettings, Agents, ClusterApi, nvml_api
+from gpuops_sim.node import systemd
 
 CONTROLLER_HOST = "controller"
 NODE_PREFIX = "gpu-node-"
@@ -138,31 +140,59 @@ def nvml_bin_dir() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(gpuops_sim.nvml.__file__)), "bin")
 
 
+def connection_plugin_dir() -> str:
+    """Where the simulator's connection plugin (gpuops_sim_node) lives: ANSIBLE_CONNECTION_PLUGINS
+    outside the clone (the clone's ansible.cfg names it already)."""
+    import gpuops_sim.ansible_plugins  # pylint: disable=import-outside-toplevel
+    return os.path.join(os.path.dirname(os.path.abspath(gpuops_sim.ansible_plugins.__file__)), "connection")
+
+
+def node_root(directory: str, node: str) -> str:
+    """The simulated node's root directory: what a role installs under / on a real node."""
+    return os.path.join(os.path.abspath(directory), "nodes", f"{node}-root")
+
+
 def inventory(directory: str, nodes: list[str], python: str | None = None, path_env: str | None = None) -> dict:
     """The cluster's inventory. What every GPU node shares is written once, in ``gpu_nodes.vars``,
     templated on the host's name where it differs, as an operator's group_vars would: the controller
-    holds each host's own variables for the whole run, and a fleet pays for them on every task."""
+    holds each host's own variables for the whole run, and a fleet pays for them on every task.
+
+    Every setting is one a real site also uses: the driver and the container toolkit come with the
+    node image (``nvidia_driver_install: false``, ``nvidia_container_toolkit_install: false``), and
+    the node reboots through ansible.builtin.reboot with a reboot and a boot-id command of its own,
+    as on a site with its own reboot tooling."""
     directory = os.path.abspath(directory)
     python = python or sys.executable
     search_path = os.pathsep.join([nvml_bin_dir(), path_env if path_env is not None else os.environ.get("PATH", "")])
     state = os.path.join(directory, "nodes", "{{ inventory_hostname }}.json")
+    root = node_root(directory, "{{ inventory_hostname }}")
     node_vars = {
-        "ansible_connection": "local",
+        # Commands run on the controller, under a transport of the simulator's own (not `local`, which
+        # ansible.builtin.reboot refuses: it would reboot the controller).
+        "ansible_connection": "gpuops_sim_node",
         "ansible_python_interpreter": python,
         "k8s_node_name": "{{ inventory_hostname }}",
         "gpuops_environment": {"GPUOPS_NVML_SIMULATOR": state, "PATH": search_path},
-        # The node's files (the MIG boot service) go to its own directory; there is no systemd.
-        "mig_boot_root": os.path.join(directory, "nodes", "{{ inventory_hostname }}-root"),
-        "mig_boot_service_manage": False,
+        # The node image ships the driver and a configured container runtime.
+        "nvidia_driver_install": False,
+        "nvidia_container_toolkit_install": False,
+        # The node's files (the MIG boot service) go to its own root directory.
+        "mig_boot_root": root,
         "mig_boot_python": python,
         # Where this node's kubelet serves the PodResources API, set as a site whose kubelets keep
         # their root directory elsewhere would set it.
         "kubelet_pod_resources_socket": os.path.join(directory, "kubelet", "{{ inventory_hostname }}.sock"),
-        # A local connection cannot reboot: the simulated node reboots through the simulator.
-        "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim nvml reboot --state {state}",
+        # The node's reboot: its pods die, its GPUs reboot, its boot units run, its kubelet returns.
+        "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim node reboot --quiet --state {state}",
+        "mig_reconfigure_boot_time_command": f"cat {root}/proc/sys/kernel/random/boot_id",
+        "mig_reconfigure_reboot_search_paths": [os.path.dirname(python)],
+        # The same for the driver role's reboot handler, where a site lets it reboot.
+        "nvidia_driver_reboot_command": f"{python} -m gpuops_sim node reboot --quiet --state {state}",
+        "nvidia_driver_boot_time_command": f"cat {root}/proc/sys/kernel/random/boot_id",
+        "nvidia_driver_reboot_search_paths": [os.path.dirname(python)],
     }
     return {"all": {
-        "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"), "gpuops_simulated": True,
+        "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"),
                  # The simulated GFD models every label, so the rollout cross-checks them all.
                  "mig_reconfigure_wait_labels": "all"},
         "children": {
@@ -270,6 +300,7 @@ class Cluster:
         for name, pool in node_names(self.options.pools):
             path = self.state_path(name)
             nvml.init_node(path, pool.model, pool.gpus, mig_enabled=self.options.mig_enabled, node_name=name)
+            systemd.set_host(path, node_root(self.directory, name), kubeconfig=self.kubeconfig, node=name)
             if self.options.mig_layout:
                 layout_node(path, self.options.mig_layout)
             node = manifests.node_manifest(name, pool.instance_type, deploy_labels=self.options.strategy is not None)

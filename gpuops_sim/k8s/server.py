@@ -279,7 +279,8 @@ class Handler(BaseHTTPRequestHandler):
             self._control(split.path, body)
             return
         info = parse_path(emulator, self.command, split.path, query)
-        record = emulator._record_start(self.command, self.path, info, query, self.headers.get("Content-Type"))
+        record = emulator._record_start(self.command, self.path, info, query, self.headers.get("Content-Type"),
+                                        self.headers.get("User-Agent"))
         try:
             fault = emulator.faults.take(record)
             if fault is not None:
@@ -669,13 +670,13 @@ class Emulator:
     # --- request log ----------------------------------------------------------------------------
 
     def _record_start(self, method: str, raw_path: str, info: RequestInfo, query: dict[str, str],
-                      content_type: str | None) -> Obj:
+                      content_type: str | None, user_agent: str | None = None) -> Obj:
         with self._log_lock:
             self._seq += 1
             record = {"seq": self._seq, "verb": info.verb, "method": method, "path": raw_path.split("?", 1)[0],
                       "resource": info.resource, "subresource": info.subresource, "namespace": info.namespace,
                       "name": info.name, "query": query, "content_type": content_type, "status": None,
-                      "group": info.group}
+                      "group": info.group, "user_agent": user_agent}
         return record
 
     def _record_status(self, record: Obj, status: int) -> None:

@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable
     reset.add_argument("--gpu", action="append", required=True, help="index, UUID or bus id (repeatable)")
     reset.set_defaults(func=_reset)
 
+    driver = sub.add_parser("driver", help="install a driver package: NVML reports it after the next reboot")
+    _state_arg(driver)
+    driver.add_argument("--install", required=True, metavar="VERSION", help="the driver version, e.g. 570.86.15")
+    driver.set_defaults(func=_driver)
+
     reboot = sub.add_parser("reboot", help="reboot the node")
     _state_arg(reboot)
     reboot.set_defaults(func=_reboot)
@@ -154,6 +159,12 @@ def _reset(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
     print("\n".join(lines))
+    return 0
+
+
+def _driver(args: argparse.Namespace) -> int:
+    loaded = state.install_driver(args.state, args.install)
+    print(f"{args.state}: driver {args.install} installed; {loaded} stays loaded until the next reboot")
     return 0
 
 

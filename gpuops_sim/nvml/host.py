@@ -24,9 +24,17 @@ def systemctl(argv: list[str]) -> int:
     path = os.environ.get(ENV)
     args = [a for a in argv if not a.startswith("-")]
     quiet = "--quiet" in argv or "-q" in argv
-    if not path or len(args) != 2 or args[0] not in ("is-active", "stop", "start"):
-        print("simulated systemctl: only is-active|stop|start UNIT on a simulated node", file=sys.stderr)
+    if not path:
+        print("simulated systemctl: GPUOPS_NVML_SIMULATOR is not set", file=sys.stderr)
         return 1
+    if len(args) != 2 or args[0] not in ("is-active", "stop", "start") or state.service_active(path, _unit(args[1])) is None:
+        # Not a GPU-holding host service: a unit installed on the node, or its kubelet.
+        from gpuops_sim.node import systemctl as units  # pylint: disable=import-outside-toplevel
+        if state.read_state(path).get("host"):
+            return units.main(path, argv)
+        if len(args) != 2 or args[0] not in ("is-active", "stop", "start"):
+            print("simulated systemctl: only is-active|stop|start UNIT on a simulated node", file=sys.stderr)
+            return 1
     verb, unit = args[0], _unit(args[1])
     active = state.service_active(path, unit)
     if verb == "is-active":

@@ -465,6 +465,9 @@ def reboot(path: str | os.PathLike[str]) -> None:
     with transaction(path) as state:
         state["processes"] = []
         state["boot_count"] += 1
+        # A driver installed since the last boot is the one the kernel loads now.
+        if state.get("installed_driver_version"):
+            state["driver_version"] = state.pop("installed_driver_version")
         # Enabled host services start again at boot; a stop for a reset does not outlive it.
         for service in state.get("services", {}).values():
             service["active"] = True
@@ -472,6 +475,19 @@ def reboot(path: str | os.PathLike[str]) -> None:
             mig.apply_pending(gpu)
             if mig.model_of(gpu).resetless_mig:
                 gpu["mig_current"] = gpu["mig_pending"] = False
+
+
+def install_driver(path: str | os.PathLike[str], version: str) -> str:
+    """A driver package installed on the node: NVML keeps reporting the loaded driver until the
+    next reboot loads this one. Returns the loaded version."""
+    if not re.match(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$", version):
+        raise ValueError(f"driver version {version!r} is not like 570.86.15")
+    with transaction(path) as state:
+        if version == state["driver_version"]:
+            state.pop("installed_driver_version", None)
+        else:
+            state["installed_driver_version"] = version
+        return state["driver_version"]
 
 
 def set_mig_mode(path: str | os.PathLike[str], gpu: int | str, mode: int) -> int:

@@ -74,13 +74,15 @@ def settings_refusal(settings: Mapping[str, Any]) -> str:
 
 def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any], config_name: Optional[str] = None,
                       taint_key: str = "gpuops.io/mig-reconfigure", node_name: Optional[str] = None,
-                      host: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                      host: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
+                      reboot_pending: bool = False) -> Dict[str, Any]:
     """What a rollout pass decides about a node, from its Node object and its node plan (mig_node_plan).
 
     ``node``: None when the cluster has no such node. ``config_name``: the config the node must
     record in its labels, None when none is set. ``refusal`` says why the node must not be changed
     ('' when nothing stands in the way): bad ``settings`` (see SETTING_RULES), a node missing from
-    the cluster, or a layout the MIG strategy cannot advertise.
+    the cluster, or a layout the MIG strategy cannot advertise. ``reboot_pending``: the node waits for a
+    reboot the rollout is to do (a driver installed in this run); the change then reboots it.
     """
     settings = settings or {}
     node_name = node_name or ((node or {}).get("metadata") or {}).get("name") or ""
@@ -106,7 +108,8 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
         "tainted": tainted,
         "labels_current": config_name is None
         or (labels.get(CONFIG_LABEL) == config_name and labels.get(STATE_LABEL) == "success"),
-        "disruptive": layout_changes or not advertised_current or tainted,
+        "reboot": bool(reboot_pending),
+        "disruptive": layout_changes or not advertised_current or tainted or bool(reboot_pending),
         "refusal": refusal,
     }
 

@@ -117,6 +117,9 @@ options:
       - Path on the node of the config recorded for the boot-time service (the P(gpuops.nvidia.mig#role) role writes
         it, in C(/etc/gpuops/mig/config.json) under its root). The module reads it and returns it as RV(boot_record).
         It never writes it.
+      - When the record names the boot-time applier's installed files (C(files)) and its status file (C(status_file)),
+        as the role's record does, the module also returns their digests as RV(boot_files) and the status as
+        RV(boot_status).
       - Lets a play read the GPUs, plan, and check that record in one module run. Without it, the play needs a
         second module run on every node.
     type: path
@@ -296,8 +299,9 @@ node_plan:
     - The reading and the plan condensed, as the P(gpuops.nvidia.mig_node_plan#filter) filter returns them with the
       options of O(node_plan) (a few hundred bytes).
     - C(driver_version), C(gpu_count), C(changed), C(config), C(boot_record), C(before) and C(after) (one-line
-      layouts), C(expected) (what the node must advertise afterwards, with C(errors) and C(warnings)) and
-      C(changing_devices) (the UUIDs of the GPUs and MIG devices whose pods must move).
+      layouts), C(boot_status) and C(boot_files) (when the record names them), C(expected) (what the node must
+      advertise afterwards, with C(errors) and C(warnings)) and C(changing_devices) (the UUIDs of the GPUs and MIG
+      devices whose pods must move).
   returned: success, when O(node_plan) is set
   type: dict
   contains:
@@ -345,25 +349,42 @@ boot_record:
     - V({}) when the file is absent, unreadable or not a JSON object. A warning says which; a new record overwrites it.
   returned: when O(boot_record) is set
   type: dict
-  sample: {config_name: all-1g.5gb, installed_digest: 5e1c0f00d7...}
+  sample:
+    config_name: all-1g.5gb
+    status_file: /var/lib/gpuops/mig/boot-status.json
+    files: [/usr/local/sbin/gpuops-mig-apply]
+boot_status:
+  description:
+    - The content of the status file the boot-time applier leaves on every boot (C(status_file) of the record), as
+      JSON. V({}) when the file is absent or cannot be used (with a warning).
+    - C(result) is V(applied) or V(failed); C(reason), C(exit_code), C(config_name), C(boot_id) and C(time) say more.
+  returned: when O(boot_record) is set and the record names a status file
+  type: dict
+  sample: {result: failed, exit_code: 1, reason: "GPU 0: create GPU instance 3g.20gb: Insufficient Resources", config_name: all-balanced}
+boot_files:
+  description:
+    - The SHA-256 digest (hex) of each file the record names (C(files)), in order; null for a file that cannot be read.
+    - Lets a play compare what is installed with the collection's own files in the run that plans.
+  returned: when O(boot_record) is set and the record names files
+  type: list
+  elements: str
+  sample: [5e1c0f00d7c2b1a7e3b4c9f5a1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0]
 failed_gpu:
   description: On a failure during the apply, the GPU index, the step that failed, and that GPU's state read back from NVML.
   returned: failure during apply
   type: dict
 """
 
-import errno
-import json
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.apply import (
-    DEFAULT_RESET_COMMAND, ApplyError, apply_plan, command_reset_runner, format_reset_command,
-)
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.apply import DEFAULT_RESET_COMMAND, format_reset_command
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.boot import file_digests, read_json_object
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.node_plan import NODE_PLAN_ARGUMENT_SPEC, node_plan
-from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError, build_plan, select_entries
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reconcile import apply_reading, read_and_plan, reset_blockers
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reset_blockers import (
-    DEFAULT_BLOCKING_KERNEL_MODULES, DEFAULT_BLOCKING_SERVICES, ResetBlockers, module_reader,
+    DEFAULT_BLOCKING_KERNEL_MODULES, DEFAULT_BLOCKING_SERVICES,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import (
     SpecError, load_spec_text, parse_devices_option, parse_spec,
@@ -404,22 +425,23 @@ def mig_devices(gpus):
     ]
 
 
-def read_boot_record(module, path):
-    """The node's boot-time record, or {} with a warning when it cannot be used."""
-    try:
-        with open(path, "r") as handle:
-            record = json.load(handle)
-    except (IOError, OSError) as exc:
-        if getattr(exc, "errno", None) != errno.ENOENT:
-            module.warn("boot_record: cannot read %s: %s" % (path, exc))
-        return {}
-    except ValueError as exc:
-        module.warn("boot_record: %s is not JSON: %s" % (path, exc))
-        return {}
-    if not isinstance(record, dict):
-        module.warn("boot_record: %s does not hold a JSON object" % path)
-        return {}
-    return record
+def read_boot(module, path):
+    """The node's boot-time record as ``boot_record`` ({} with a warning when it cannot be used),
+    with the status file it names as ``boot_status`` and the digests of the files it names as
+    ``boot_files``."""
+    record, problem = read_json_object(path)
+    if problem:
+        module.warn("boot_record: %s" % problem)
+    found = {"boot_record": record}
+    status_file = record.get("status_file")
+    if isinstance(status_file, str) and status_file:
+        found["boot_status"], problem = read_json_object(status_file)
+        if problem:
+            module.warn("boot_record: status file: %s" % problem)
+    files = record.get("files")
+    if isinstance(files, list) and all(isinstance(name, str) for name in files):
+        found["boot_files"] = file_digests(files)
+    return found
 
 
 # What node_plan replaces in a successful result (the MIG devices are then not read at all).
@@ -445,31 +467,31 @@ def run(module, nvml, spec):
         devices = parse_devices_option(params["devices"])
     except SpecError as exc:
         module.fail_json(msg=str(exc))
-    node = nvml.read_node()
-    gpus = node.gpus
+    try:
+        reading = read_and_plan(nvml, name, entries, devices=devices, unmatched_gpus=params["unmatched_gpus"],
+                                in_use=params["in_use"])
+    except PlanError as exc:
+        module.fail_json(msg="config %r cannot be applied; nothing was changed: %s" % (name, exc), problems=exc.problems)
+    gpus, plan = reading.gpus, reading.plan
     if gpus:
         try:
             format_reset_command(params["reset_command"], gpus[0])
         except ValueError as exc:
             module.fail_json(msg=str(exc))
-    try:
-        plan = build_plan(name, entries, gpus, devices=devices, unmatched_gpus=params["unmatched_gpus"], in_use=params["in_use"])
-    except PlanError as exc:
-        module.fail_json(msg="config %r cannot be applied; nothing was changed: %s" % (name, exc), problems=exc.problems)
     for warning in plan.warnings:
         module.warn(warning)
     result = {"changed": plan.changed, "config_name": name, "plan": plan.to_dict(), "changed_gpus": [], "modes": [],
               "reset_required": False, "reboot_required": False,
               "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
-              "observed": node.to_dict()}
+              "observed": reading.node.to_dict()}
     if params["boot_record"]:
-        result["boot_record"] = read_boot_record(module, params["boot_record"])
+        result.update(read_boot(module, params["boot_record"]))
     if module._diff:
         result["diff"] = plan.diff()
     blockers = None
-    if params["reset"] and any(g.set_mode is not None or g.mode_change for g in plan.gpus if g.changed):
-        blockers = ResetBlockers(module.run_command, params["reset_blocking_services"], params["reset_blocking_kernel_modules"],
-                                 module_reader(module.run_command, module.get_bin_path("lsmod")))
+    if params["reset"]:
+        blockers = reset_blockers(module.run_command, plan, params["reset_blocking_services"],
+                                  params["reset_blocking_kernel_modules"], module.get_bin_path("lsmod"))
     if module.check_mode or not plan.changed:
         result["changed_gpus"] = [{"index": g.index, "uuid": g.uuid} for g in plan.gpus if g.changed]
         if blockers is not None:
@@ -477,20 +499,11 @@ def run(module, nvml, spec):
             result["reset_blockers"] = blockers.report()
         exit_with(module, result, lambda: mig_devices(gpus))
 
-    reset = command_reset_runner(module.run_command, params["reset_command"]) if params["reset"] else None
-    if reset is not None and blockers is not None:
-        reset = blockers.gate(reset)
-    scope = [g for g in gpus if devices is None or g.index in devices]
-    failure = None
-    try:
-        applied = apply_plan(nvml, plan, select_entries(entries, scope), reset=reset, allow_pending=params["allow_pending"])
-    except ApplyError as exc:
-        failure = exc
-    finally:
-        # Whatever happened, the host's GPU services that were stopped for a reset run again.
-        if blockers is not None:
-            blockers.restore()
-    blocker_report = {"reset_blockers": blockers.report()} if blockers is not None else {}
+    outcome = apply_reading(nvml, reading, entries, module.run_command,
+                            params["reset_command"] if params["reset"] else None, blockers,
+                            params["allow_pending"], devices=devices)
+    failure, applied = outcome.failure, outcome.applied
+    blocker_report = {"reset_blockers": outcome.blockers} if outcome.blockers is not None else {}
     if failure is not None:
         partial = failure.result
         module.fail_json(

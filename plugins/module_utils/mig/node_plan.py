@@ -141,7 +141,7 @@ def node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> D
         expected = expected_resources(gpus, plan, *options, **advertising)
     except ValueError as exc:
         expected = {"capacity": {}, "allocatable": {}, "labels": {}, "errors": [str(exc)], "warnings": []}
-    return {
+    condensed = {
         "driver_version": observed.get("driver_version") or "",
         "gpu_count": len(gpus),
         "changed": bool(result.get("changed")),
@@ -152,3 +152,8 @@ def node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> D
         "expected": expected,
         "changing_devices": changing_devices(gpus, plan),
     }
+    # What mig_config read with the boot record: the last boot-time apply, the installed files' digests.
+    for key in ("boot_status", "boot_files"):
+        if key in result:
+            condensed[key] = result[key]
+    return condensed

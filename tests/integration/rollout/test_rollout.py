@@ -352,12 +352,12 @@ def test_a_node_that_does_not_come_back_ready_after_reboot_fails(sim_cluster, tm
     node = cluster.nodes[0]
     state = cluster.cluster.state_path(node)
     nvml.set_setting(state, "reset_policy", "reboot")
-    # The node's kubelet never reports Ready after this reboot.
+    # The node reboots, but its kubelet never reports Ready afterwards.
     script = tmp_path / "reboot-and-stay-down.py"
     script.write_text(
         "import subprocess, sys\n"
         "from kubernetes import client, config\n"
-        f"subprocess.run([sys.executable, '-m', 'gpuops_sim', 'nvml', 'reboot', '--state', {state!r}], check=True)\n"
+        f"subprocess.run([sys.executable, '-m', 'gpuops_sim', 'node', 'reboot', '--state', {state!r}], check=True)\n"
         f"config.load_kube_config({str(cluster.cluster.kubeconfig)!r})\n"
         f"client.CoreV1Api().patch_node_status({node!r}, "
         "{'status': {'conditions': [{'type': 'Ready', 'status': 'False', 'reason': 'KubeletNotReady'}]}})\n")

@@ -55,23 +55,31 @@ def test_inventory_is_parseable_by_ansible_inventory(tmp_path):
         [os.path.join(REPO, ".venv", "bin", "ansible"), "gpu-node-2", "-i", str(tmp_path / "inventory.yml"),
          "-m", "ansible.builtin.debug", "-a",
          "msg={{ {'connection': ansible_connection, 'node': k8s_node_name, 'python': ansible_python_interpreter,"
-         " 'environment': gpuops_environment, 'kubeconfig': k8s_kubeconfig, 'simulated': gpuops_simulated,"
-         " 'boot_root': mig_boot_root, 'reboot': mig_reconfigure_reboot_command} | to_json }}"],
+         " 'environment': gpuops_environment, 'kubeconfig': k8s_kubeconfig, 'driver': nvidia_driver_install,"
+         " 'toolkit': nvidia_container_toolkit_install, 'boot_root': mig_boot_root,"
+         " 'reboot': mig_reconfigure_reboot_command, 'boot_time': mig_reconfigure_boot_time_command,"
+         " 'search_paths': mig_reconfigure_reboot_search_paths, 'vars': hostvars[inventory_hostname].keys() | list} | to_json }}"],
         capture_output=True, text=True, check=True, cwd=REPO, timeout=120,
         env=dict(os.environ, ANSIBLE_CALLBACK_RESULT_FORMAT="json"))
     result, _end = json.JSONDecoder().raw_decode(rendered.stdout, rendered.stdout.index("{"))
     host = json.loads(result["msg"])
     state = str(tmp_path / "nodes" / "gpu-node-2.json")
-    assert host["connection"] == "local"
+    # Not `local`: ansible.builtin.reboot refuses that transport (it would reboot the controller).
+    assert host["connection"] == "gpuops_sim_node"
     assert host["node"] == "gpu-node-2"
     assert host["python"] == sys.executable
     assert host["environment"]["GPUOPS_NVML_SIMULATOR"] == state
     first = host["environment"]["PATH"].split(os.pathsep)[0]
     assert os.path.exists(os.path.join(first, "nvidia-smi"))
     assert host["kubeconfig"] == str(tmp_path / "kubeconfig")
-    assert host["simulated"] is True
-    assert host["boot_root"] == str(tmp_path / "nodes" / "gpu-node-2-root")
-    assert host["reboot"].endswith("nvml reboot --state " + state)
+    # Settings a real site uses: the image ships the driver and the runtime; its own reboot tooling.
+    assert host["driver"] is False and host["toolkit"] is False
+    assert not [name for name in host["vars"] if "simulated" in name]
+    root = str(tmp_path / "nodes" / "gpu-node-2-root")
+    assert host["boot_root"] == root
+    assert host["reboot"].endswith("node reboot --quiet --state " + state)
+    assert host["boot_time"] == "cat %s/proc/sys/kernel/random/boot_id" % root
+    assert host["search_paths"] == [os.path.dirname(sys.executable)]
 
 
 def test_workload_objects_and_validation():

@@ -73,6 +73,10 @@ def test_node_plan_keeps_what_the_rollout_needs_and_no_reading():
         "expected": f.mig_expected_resources(gpus, plan, "mixed", node="n1"),
         "changing_devices": ["MIG-b"],
     }
+    # What mig_config read with the record is kept too: the last boot-time apply and the files' digests.
+    status = {"result": "failed", "reason": "GPU 0: create failed", "exit_code": 1}
+    read = dict(result, boot_status=status, boot_files=["ab" * 32, None])
+    assert f.mig_node_plan(read, strategy="mixed", node="n1") == dict(kept, boot_status=status, boot_files=["ab" * 32, None])
 
 
 def test_node_plan_of_a_node_without_config_or_driver():
@@ -190,7 +194,10 @@ def test_node_decision_of_a_converged_node_needs_nothing():
         allocatable={"nvidia.com/mig-1g.5gb": "7", "cpu": "8"})
     assert f.mig_node_decision(node, plan, "all-1g.5gb") == {
         "layout_changes": False, "advertised_diff": [], "advertised_current": True, "tainted": False,
-        "labels_current": True, "disruptive": False, "refusal": ""}
+        "labels_current": True, "reboot": False, "disruptive": False, "refusal": ""}
+    # A driver installed earlier in the run waits for the rollout's reboot: the node goes through a change.
+    pending = f.mig_node_decision(node, plan, "all-1g.5gb", reboot_pending=True)
+    assert pending["reboot"] is True and pending["disruptive"] is True
     # Another config recorded: only the labels are behind.
     assert f.mig_node_decision(node, plan, "all-3g.20gb")["labels_current"] is False
     assert f.mig_node_decision(node, plan, "all-3g.20gb")["disruptive"] is False

@@ -1,0 +1,49 @@
+"""``python -m gpuops_sim node …``: reboot a simulated node, and read its boot id."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from gpuops_sim.node import boot, systemd
+
+ENV = "GPUOPS_NVML_SIMULATOR"
+
+
+def _state_arg(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get(ENV)
+    parser.add_argument("--state", default=default, required=default is None,
+                        help=f"the node's state file, DIR/nodes/<node>.json of a cluster (default: ${ENV})")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable=protected-access
+    parser = subparsers.add_parser("node", help="a simulated node's host: reboot it, read its boot id")
+    sub = parser.add_subparsers(dest="node_command", required=True)
+    reboot = sub.add_parser("reboot", help="reboot the node: its pods die, its boot units run, its kubelet returns")
+    _state_arg(reboot)
+    reboot.add_argument("--quiet", action="store_true", help="print nothing on success")
+    reboot.set_defaults(func=_reboot)
+    boot_id = sub.add_parser("boot-id", help="print the node's current boot id")
+    _state_arg(boot_id)
+    boot_id.set_defaults(func=_boot_id)
+
+
+def _reboot(args: argparse.Namespace) -> int:
+    result = boot.reboot(args.state)
+    if not args.quiet:
+        print(f"{args.state}: rebooted (boot id {result['boot_id']}); {len(result['killed'])} pod(s) died; "
+              f"units started: {', '.join(result['started']) or 'none'}; failed: {', '.join(result['failed']) or 'none'}; "
+              f"kubelet {'up' if result['kubelet'] else 'held back'}")
+    # The reboot itself succeeded also when a unit failed: the node is up (reachable), NotReady.
+    return 0
+
+
+def _boot_id(args: argparse.Namespace) -> int:
+    root = systemd.host(args.state).get("root")
+    if not root:
+        print(f"{args.state}: the node has no host settings (cluster up writes them)", file=sys.stderr)
+        return 1
+    with open(os.path.join(root, systemd.BOOT_ID), encoding="utf-8") as handle:
+        print(handle.read().strip())
+    return 0

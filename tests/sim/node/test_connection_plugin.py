@@ -1,0 +1,58 @@
+"""The simulator's connection plugin (gpuops_sim_node): runs on the controller like `local`, but
+ansible.builtin.reboot reboots through it with the node's own commands instead of refusing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
+
+
+def run_reboot(tmp_path, connection: str, env: dict | None = None) -> tuple[int, dict]:
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("1\n")
+    reboot = tmp_path / "reboot.py"
+    reboot.write_text(f"import pathlib\np = pathlib.Path({str(boot_id)!r})\np.write_text(str(int(p.read_text()) + 1))\n")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node": {
+        "ansible_connection": connection, "ansible_python_interpreter": sys.executable}}}}))
+    argv = [ANSIBLE, "node", "-i", str(inventory), "-m", "ansible.builtin.reboot", "-a",
+            json.dumps({"reboot_command": f"{sys.executable} {reboot}", "boot_time_command": f"cat {boot_id}",
+                        "reboot_timeout": 30})]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, cwd=str(tmp_path),
+                          env=dict(os.environ, ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1", **(env or {})))
+    text = done.stdout
+    try:
+        result = json.JSONDecoder().raw_decode(text, text.index("{"))[0]
+    except ValueError:
+        result = {}
+    return done.returncode, dict(result, boot_id=boot_id.read_text().strip(), output=text + done.stderr)
+
+
+def test_reboot_goes_through_the_simulated_node_connection(tmp_path):
+    # Outside the clone (cwd is tmp_path, no ansible.cfg there): found through ANSIBLE_CONNECTION_PLUGINS.
+    plugins = os.path.join(REPO, "gpuops_sim", "ansible_plugins", "connection")
+    rc, result = run_reboot(tmp_path, "gpuops_sim_node", {"ANSIBLE_CONNECTION_PLUGINS": plugins})
+    assert rc == 0, result["output"]
+    assert result["rebooted"] is True and result["changed"] is True
+    assert result["boot_id"] == "2"
+
+
+def test_the_local_connection_is_still_refused(tmp_path):
+    rc, result = run_reboot(tmp_path, "local")
+    assert rc != 0
+    assert "would reboot the control node" in result["output"]
+    assert result["boot_id"] == "1"
+
+
+def test_the_clone_ansible_cfg_finds_the_plugin():
+    cfg = open(os.path.join(REPO, "ansible.cfg"), encoding="utf-8").read()
+    assert "connection_plugins = ./gpuops_sim/ansible_plugins/connection" in cfg
+    from gpuops_sim.ansible_plugins.connection.gpuops_sim_node import Connection  # pylint: disable=import-outside-toplevel
+    assert Connection.transport == "gpuops_sim_node"
