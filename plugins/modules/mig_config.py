@@ -120,6 +120,20 @@ options:
       - Lets a play read the GPUs, plan, and check that record in one module run. Without it, the play needs a
         second module run on every node.
     type: path
+  driver_missing:
+    description:
+      - What to do when NVML cannot be opened because the node has no NVIDIA driver loaded or no C(libnvidia-ml)
+        (NVML's C(Driver Not Loaded) or C(Library Not Found)), as on a node the driver is not installed on yet.
+      - V(fail) fails the task.
+      - V(report) validates the document and O(config_name), changes nothing, and succeeds with RV(nvml_unavailable)
+        saying why (and, with O(node_plan), a node plan without GPUs). The
+        P(gpuops.nvidia.mig_reconfigure#role) role plans such a node this way before the driver play, and plans it
+        again once the driver is in place.
+      - Any other NVML failure fails the task either way, as does a missing C(pynvml) library.
+    type: str
+    choices: [fail, report]
+    default: fail
+    version_added: 0.2.0
   node_plan:
     description:
       - Return the reading and the plan condensed, as RV(node_plan), instead of in full. The module condenses them
@@ -297,7 +311,8 @@ node_plan:
       options of O(node_plan) (a few hundred bytes).
     - C(driver_version), C(gpu_count), C(changed), C(config), C(boot_record), C(before) and C(after) (one-line
       layouts), C(expected) (what the node must advertise afterwards, with C(errors) and C(warnings)) and
-      C(changing_devices) (the UUIDs of the GPUs and MIG devices whose pods must move).
+      C(changing_devices) (the UUIDs of the GPUs and MIG devices whose pods must move), and C(nvml_unavailable)
+      (see RV(nvml_unavailable)).
   returned: success, when O(node_plan) is set
   type: dict
   contains:
@@ -346,6 +361,13 @@ boot_record:
   returned: when O(boot_record) is set
   type: dict
   sample: {config_name: all-1g.5gb, installed_digest: 5e1c0f00d7...}
+nvml_unavailable:
+  description:
+    - Why NVML could not be opened (no driver loaded, or no C(libnvidia-ml)), with O(driver_missing=report); nothing was
+      read or changed. The empty string when the GPUs were read.
+  returned: success
+  type: str
+  sample: "NVML is not available: Driver Not Loaded"
 failed_gpu:
   description: On a failure during the apply, the GPU index, the step that failed, and that GPU's state read back from NVML.
   returned: failure during apply
@@ -438,6 +460,24 @@ def exit_with(module, result, read_devices):
     module.exit_json(**result)
 
 
+def exit_unavailable(module, spec, reason):
+    """O(driver_missing=report) on a node whose NVML cannot be opened: the document and the config name are
+    checked, nothing is read or changed, and the result says why."""
+    params = module.params
+    try:
+        name, entries = spec.select(params["config_name"])
+        parse_devices_option(params["devices"])
+    except SpecError as exc:
+        module.fail_json(msg=str(exc))
+    result = {"changed": False, "config_name": name, "nvml_unavailable": reason, "plan": {"config": name, "changed": False,
+              "unmatched_gpus": [], "gpus": []}, "changed_gpus": [], "modes": [], "reset_required": False,
+              "reboot_required": False, "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
+              "observed": {"driver_version": "", "cuda_version": "", "nvml_version": "", "gpus": []}}
+    if params["boot_record"]:
+        result["boot_record"] = read_boot_record(module, params["boot_record"])
+    exit_with(module, result, lambda: [])
+
+
 def run(module, nvml, spec):
     params = module.params
     try:
@@ -461,7 +501,7 @@ def run(module, nvml, spec):
     result = {"changed": plan.changed, "config_name": name, "plan": plan.to_dict(), "changed_gpus": [], "modes": [],
               "reset_required": False, "reboot_required": False,
               "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
-              "observed": node.to_dict()}
+              "observed": node.to_dict(), "nvml_unavailable": ""}
     if params["boot_record"]:
         result["boot_record"] = read_boot_record(module, params["boot_record"])
     if module._diff:
@@ -532,6 +572,7 @@ def main() -> None:
             "reset_blocking_kernel_modules": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_KERNEL_MODULES)},
             "boot_record": {"type": "path"},
             "node_plan": {"type": "dict", "options": NODE_PLAN_ARGUMENT_SPEC},
+            "driver_missing": {"type": "str", "default": "fail", "choices": ["fail", "report"]},
         },
         mutually_exclusive=[("config", "config_file")],
         supports_check_mode=True,
@@ -544,7 +585,11 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=str(PYNVML_IMPORT_ERROR))
     try:
         nvml = open_nvml()
-    except (NvmlUnavailable, NvmlCallError) as exc:
+    except NvmlUnavailable as exc:
+        if module.params["driver_missing"] == "report":
+            exit_unavailable(module, spec, str(exc))
+        module.fail_json(msg="cannot open NVML (is the NVIDIA driver installed and loaded?): %s" % exc, nvml_unavailable=str(exc))
+    except NvmlCallError as exc:
         module.fail_json(msg="cannot open NVML: %s" % exc)
     try:
         run(module, nvml, spec)

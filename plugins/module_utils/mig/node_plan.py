@@ -151,4 +151,6 @@ def node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> D
         "after": layout_summary(gpus, plan),
         "expected": expected,
         "changing_devices": changing_devices(gpus, plan),
+        # Why NVML could not be opened (no driver yet), '' when the GPUs were read.
+        "nvml_unavailable": result.get("nvml_unavailable") or observed.get("nvml_unavailable") or "",
     }
