@@ -469,10 +469,14 @@ def exit_unavailable(module, spec, reason):
         parse_devices_option(params["devices"])
     except SpecError as exc:
         module.fail_json(msg=str(exc))
-    result = {"changed": False, "config_name": name, "nvml_unavailable": reason, "plan": {"config": name, "changed": False,
-              "unmatched_gpus": [], "gpus": []}, "changed_gpus": [], "modes": [], "reset_required": False,
-              "reboot_required": False, "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
-              "observed": {"driver_version": "", "cuda_version": "", "nvml_version": "", "gpus": []}}
+    result = {
+        "changed": False, "config_name": name, "nvml_unavailable": reason,
+        "msg": "NVML cannot be opened yet (%s); nothing was read or changed" % reason,
+        "plan": {"config": name, "changed": False, "unmatched_gpus": [], "gpus": []},
+        "changed_gpus": [], "modes": [], "reset_required": False, "reboot_required": False,
+        "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
+        "observed": {"driver_version": "", "cuda_version": "", "nvml_version": "", "gpus": []},
+    }
     if params["boot_record"]:
         result["boot_record"] = read_boot_record(module, params["boot_record"])
     exit_with(module, result, lambda: [])

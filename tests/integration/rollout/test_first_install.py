@@ -14,6 +14,8 @@ import pytest
 
 from test_rollout import mutations
 
+STANDIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "roles", "standin")
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PLUGIN_CONFIG = "nvidia.com/device-plugin.config"
@@ -78,3 +80,22 @@ def test_nfd_auto_without_nfd_or_helm_is_refused_and_none_warns(sim_cluster):
     assert not mutations(cluster.requests())
     warned = cluster.playbook("nvidia-gpu-operator.yml", *site_inventory(cluster, "none.yml", base))
     assert "WARNING: nvidia_device_plugin_nfd=none: the cluster has no Node Feature Discovery" in warned.output
+
+
+def test_with_the_operators_driver_the_rollout_waits_for_nvml_then_fails_the_node_naming_why(sim_cluster, monkeypatch, tmp_path):
+    """gpu_stack=operator with its driver: a node without a driver passes the validating play and
+    is planned in the rollout once NVML opens; here it never does, and the wait ends the node before
+    anything is fenced."""
+    monkeypatch.setenv("PATH", os.pathsep.join([STANDIN_DIR, os.environ.get("PATH", "")]))
+    monkeypatch.setenv("GPUOPS_HELM_STANDIN_DIR", str(tmp_path / "helm"))
+    cluster = sim_cluster(["a100:1:A100-40GB:1"])
+    (node,) = cluster.nodes
+    environment = {"GPUOPS_NVML_SIMULATOR": str(cluster.directory / "nodes" / "no-driver.json"), "PATH": os.environ["PATH"]}
+    site = site_inventory(cluster, "site.yml", {
+        "k8s_gpu_mig_strategy": "mixed", "mig_config_name": "all-1g.5gb", "gpu_stack": "operator",
+        "gpu_operator_driver_enabled": True, "mig_reconfigure_driver_timeout": 10}, hosts={node: {"gpuops_environment": environment}})
+    run = cluster.playbook("nvidia-gpu-operator.yml", *site, check=False)
+    assert run.rc != 0
+    assert "Apply MIG mode and geometry" in run.output, "the validating play let the node through"
+    assert "NVML cannot be opened yet" in run.output and '"attempts": 2' in run.output, run.output[-3000:]
+    assert "gpuops.io/mig-reconfigure" not in [t["key"] for t in cluster.node(node).get("spec", {}).get("taints") or []]
