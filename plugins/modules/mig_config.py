@@ -129,7 +129,8 @@ options:
         saying why (and, with O(node_plan), a node plan without GPUs). The
         P(gpuops.nvidia.mig_reconfigure#role) role plans such a node this way before the driver play, and plans it
         again once the driver is in place.
-      - Any other NVML failure fails the task either way, as does a missing C(pynvml) library.
+      - A missing C(pynvml) library is reported the same way (a node whose libraries are not installed yet, in a
+        rehearsal of a first install). Any other NVML failure fails the task either way.
     type: str
     choices: [fail, report]
     default: fail
@@ -586,6 +587,8 @@ def main() -> None:
     except SpecError as exc:
         module.fail_json(msg=str(exc))
     if not HAS_PYNVML:
+        if module.params["driver_missing"] == "report":
+            exit_unavailable(module, spec, "the Python library pynvml (PyPI nvidia-ml-py) is not installed")
         module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=str(PYNVML_IMPORT_ERROR))
     try:
         nvml = open_nvml()

@@ -119,6 +119,18 @@ def test_mig_config_on_a_node_without_a_driver_fails_or_reports(node, monkeypatc
     assert info["gpus"] == [] and info["nvml_unavailable"] == reported["nvml_unavailable"]
 
 
+def test_mig_config_reports_a_node_without_pynvml_yet_or_fails_naming_the_library(node, monkeypatch):
+    from ansible_collections.gpuops.nvidia.plugins.modules import mig_config
+
+    monkeypatch.setattr(mig_config, "HAS_PYNVML", False)
+    args = {"config": doc(enabled({"1g.5gb": 7})), "config_name": "c", "node_plan": {}}
+    failed = node.run("mig_config", args, check=True)
+    assert failed["failed"] and "nvidia-ml-py" in failed["msg"]
+    reported = node.run("mig_config", dict(args, driver_missing="report"), check=True)
+    assert not reported.get("failed") and reported["changed"] is False
+    assert reported["node_plan"]["nvml_unavailable"] == "the Python library pynvml (PyPI nvidia-ml-py) is not installed"
+
+
 def test_mig_config_reports_nvml_available_on_a_node_with_a_driver(node):
     node.init("A100-SXM4-40GB", count=1)
     result = apply(node, doc(enabled({"1g.5gb": 7})), driver_missing="report", node_plan={}, check=True)

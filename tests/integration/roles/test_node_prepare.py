@@ -57,9 +57,9 @@ def test_installs_offline_into_a_bare_interpreter_then_reports_ok(tmp_path: Path
         "node_prepare_wheel_dest": str(tmp_path / "opt" / "wheels")}
     inventory = {"all": {"hosts": {"node1": {"ansible_connection": "local", "ansible_python_interpreter": base_python}}}}
     prepare = [{"name": "Prepare", "hosts": "node1", "gather_facts": False, "become": True,
-                "roles": [{"role": "gpuops.nvidia.node_prepare", "vars": role_vars}]}]
-    verify = prepare[0]["roles"]
-    after = [dict(prepare[0], tasks=[
+                "roles": [{"role": "gpuops.nvidia.node_prepare", "vars": role_vars}],
+                "tasks": [dump_task(tmp_path / "interpreter.json", "ansible_python_interpreter")]}]
+    after = [dict(prepare[0], tasks=prepare[0]["tasks"] + [
         # The module runs with the interpreter the role set: pynvml imports, and no libnvidia-ml is found here.
         {"name": "Read the GPUs", "gpuops.nvidia.gpu_info": {}, "register": "info", "environment": {"LD_LIBRARY_PATH": "/nonexistent"}},
         {"name": "Import every library", "ansible.builtin.command": {
@@ -67,12 +67,13 @@ def test_installs_offline_into_a_bare_interpreter_then_reports_ok(tmp_path: Path
          "register": "imports", "changed_when": False},
         dump_task(tmp_path / "after.json", "{'interpreter': ansible_python_interpreter, 'info': info, 'imports': imports.stdout}"),
     ])]
-    assert verify
 
     # A rehearsal on the bare node: it says what it would do and leaves nothing behind.
     rehearsal = run_playbook(tmp_path, prepare, inventory, check=True, name="rehearsal")
     assert rehearsal.returncode == 0, rehearsal.output
     assert recap(rehearsal.output, "node1")["changed"] > 0 and not venv.exists()
+    # The rest of a rehearsal runs with the node's own Python: there is no environment yet.
+    assert read_json(tmp_path / "interpreter.json") == base_python
 
     first = run_playbook(tmp_path, after, inventory, name="first")
     assert first.returncode == 0, first.output
@@ -85,8 +86,9 @@ def test_installs_offline_into_a_bare_interpreter_then_reports_ok(tmp_path: Path
     # Converged: one task looks, finds everything, and the run changes nothing (in check mode too).
     second = run_playbook(tmp_path, prepare, inventory, name="second")
     assert second.returncode == 0, second.output
-    # The arguments' check, the look, and the interpreter for the run (the inventory names the bare one).
-    assert recap(second.output, "node1")["changed"] == 0 and recap(second.output, "node1")["ok"] == 4
+    # The arguments' check, the look, the interpreter for the run (the inventory names the bare one), the dump.
+    assert recap(second.output, "node1")["changed"] == 0 and recap(second.output, "node1")["ok"] == 5
+    assert read_json(tmp_path / "interpreter.json") == str(venv / "bin" / "python")
     rehearsed = run_playbook(tmp_path, prepare, inventory, check=True, name="rehearsal-converged")
     assert rehearsed.returncode == 0 and recap(rehearsed.output, "node1")["changed"] == 0, rehearsed.output
 
