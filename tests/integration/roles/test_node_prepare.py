@@ -8,6 +8,7 @@ nothing, and a second run reports nothing changed."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -103,3 +104,17 @@ def test_an_interpreter_that_has_the_libraries_already_costs_one_task(tmp_path: 
     assert run.returncode == 0, run.output
     assert recap(run.output, "node1") == {"ok": 2, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 1, "rescued": 0, "ignored": 0}
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_the_check_names_a_missing_library_and_one_out_of_range(deep: bool) -> None:
+    libraries = [{"name": "PyYAML", "import": "yaml", "min": "99", "max": "100"},
+                 {"name": "no-such-dist", "import": "no_such_module", "min": "1", "max": "2"},
+                 {"name": "pytest", "import": "pytest", "min": "1", "max": "1000"}]
+    argv = [sys.executable, "-c", ROLE_VARS["node_prepare_check_script"], json.dumps(libraries)] + (["import"] if deep else [])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "PyYAML %s (wanted >=99,<100)" % yaml.__version__ in done.stderr
+    assert "no-such-dist (" in done.stderr and "pytest" not in done.stderr
+    ok = subprocess.run(argv[:3] + [json.dumps(libraries[2:])], capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0 and json.loads(ok.stdout) == {"python": sys.executable}
