@@ -72,6 +72,31 @@ def settings_refusal(settings: Mapping[str, Any]) -> str:
     return "Invalid settings: %s." % ", ".join(bad) if bad else ""
 
 
+def _enabled(value: Any) -> bool:
+    """A boolean setting as users write it (true, "yes", "1", ...)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "1", "y", "t")
+    return bool(value)
+
+
+def driver_refusal(settings: Mapping[str, Any], node_name: str, reason: str) -> str:
+    """Why a node whose NVML cannot be opened (``reason``) must not go on, '' when the run installs its driver.
+
+    With gpu_stack=standalone the nvidia_driver role installs it (unless nvidia_driver_install is false);
+    with gpu_stack=operator the GPU Operator does when gpu_operator_driver_enabled is true. Nothing else
+    installs a driver, and a run without one would wait for resources that never come.
+    """
+    stack = settings.get("gpu_stack", "standalone")
+    if stack == "operator" and not _enabled(settings.get("gpu_operator_driver_enabled", False)):
+        return ("Node %s has no usable NVIDIA driver (%s) and gpu_stack=operator with gpu_operator_driver_enabled=false "
+                "installs none: set gpu_operator_driver_enabled=true to have the GPU Operator install it, or install "
+                "the driver on the node first." % (node_name, reason))
+    if stack == "standalone" and not _enabled(settings.get("nvidia_driver_install", True)):
+        return ("Node %s has no usable NVIDIA driver (%s) and nvidia_driver_install=false installs none: set "
+                "nvidia_driver_install=true, or install the driver on the node first." % (node_name, reason))
+    return ""
+
+
 def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any], config_name: Optional[str] = None,
                       taint_key: str = "gpuops.io/mig-reconfigure", node_name: Optional[str] = None,
                       host: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
@@ -81,8 +106,10 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
     ``node``: None when the cluster has no such node. ``config_name``: the config the node must
     record in its labels, None when none is set. ``refusal`` says why the node must not be changed
     ('' when nothing stands in the way): bad ``settings`` (see SETTING_RULES), a node missing from
-    the cluster, or a layout the MIG strategy cannot advertise. ``reboot_pending``: the node waits for a
-    reboot the rollout is to do (a driver installed in this run); the change then reboots it.
+    the cluster, a layout the MIG strategy cannot advertise, or a node without a driver that the run
+    would not install (see driver_refusal). ``reboot_pending``: the node waits for a reboot the rollout
+    is to do (a driver installed in this run); the change then reboots it. ``plan_after_driver``: the
+    node's NVML could not be opened (no driver yet), so it is planned again once the driver is in place.
     """
     settings = settings or {}
     node_name = node_name or ((node or {}).get("metadata") or {}).get("name") or ""
@@ -94,6 +121,9 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
         refusal = "Node %s: config %s cannot be advertised%s: %s" % (
             node_name, config_name, "" if strategy is None else " with k8s_gpu_mig_strategy=%s" % strategy,
             "; ".join(plan["expected"]["errors"]))
+    missing = plan.get("nvml_unavailable") or ""
+    if not refusal and missing:
+        refusal = driver_refusal(settings, node_name, missing)
     node = node or {}
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
@@ -109,7 +139,8 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
         "labels_current": config_name is None
         or (labels.get(CONFIG_LABEL) == config_name and labels.get(STATE_LABEL) == "success"),
         "reboot": bool(reboot_pending),
-        "disruptive": layout_changes or not advertised_current or tainted or bool(reboot_pending),
+        "disruptive": layout_changes or not advertised_current or tainted or bool(reboot_pending) or bool(missing),
+        "plan_after_driver": bool(missing),
         "refusal": refusal,
     }
 

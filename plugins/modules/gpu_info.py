@@ -63,6 +63,12 @@ note:
   returned: when no GPU is reported
   type: str
   sample: "NVML is not available: NVML Shared Library Not Found"
+nvml_unavailable:
+  description: Why NVML could not be opened (no NVIDIA driver loaded, or no C(libnvidia-ml)); a node plan keeps it.
+  returned: when NVML cannot be opened
+  type: str
+  sample: "NVML is not available: Driver Not Loaded"
+  version_added: 0.2.0
 gpus:
   description: The GPUs in NVML index order.
   returned: always
@@ -159,7 +165,8 @@ def main() -> None:
     try:
         nvml = open_nvml()
     except NvmlUnavailable as exc:
-        module.exit_json(changed=False, driver_version="", cuda_version="", nvml_version="", gpus=[], note=str(exc))
+        module.exit_json(changed=False, driver_version="", cuda_version="", nvml_version="", gpus=[], note=str(exc),
+                         nvml_unavailable=str(exc))
     except NvmlCallError as exc:
         module.fail_json(msg=str(exc))
     try:

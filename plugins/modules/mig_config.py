@@ -123,6 +123,21 @@ options:
       - Lets a play read the GPUs, plan, and check that record in one module run. Without it, the play needs a
         second module run on every node.
     type: path
+  driver_missing:
+    description:
+      - What to do when NVML cannot be opened because the node has no NVIDIA driver loaded or no C(libnvidia-ml)
+        (NVML's C(Driver Not Loaded) or C(Library Not Found)), as on a node the driver is not installed on yet.
+      - V(fail) fails the task.
+      - V(report) validates the document and O(config_name), changes nothing, and succeeds with RV(nvml_unavailable)
+        saying why (and, with O(node_plan), a node plan without GPUs). The
+        P(gpuops.nvidia.mig_reconfigure#role) role plans such a node this way before the driver play, and plans it
+        again once the driver is in place.
+      - A missing C(pynvml) library is reported the same way (a node whose libraries are not installed yet, in a
+        rehearsal of a first install). Any other NVML failure fails the task either way.
+    type: str
+    choices: [fail, report]
+    default: fail
+    version_added: 0.2.0
   node_plan:
     description:
       - Return the reading and the plan condensed, as RV(node_plan), instead of in full. The module condenses them
@@ -300,8 +315,8 @@ node_plan:
       options of O(node_plan) (a few hundred bytes).
     - C(driver_version), C(gpu_count), C(changed), C(config), C(boot_record), C(before) and C(after) (one-line
       layouts), C(boot_status) and C(boot_files) (when the record names them), C(expected) (what the node must
-      advertise afterwards, with C(errors) and C(warnings)) and C(changing_devices) (the UUIDs of the GPUs and MIG
-      devices whose pods must move).
+      advertise afterwards, with C(errors) and C(warnings)), C(changing_devices) (the UUIDs of the GPUs and MIG
+      devices whose pods must move), and C(nvml_unavailable) (see RV(nvml_unavailable)).
   returned: success, when O(node_plan) is set
   type: dict
   contains:
@@ -369,6 +384,13 @@ boot_files:
   type: list
   elements: str
   sample: [5e1c0f00d7c2b1a7e3b4c9f5a1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0]
+nvml_unavailable:
+  description:
+    - Why NVML could not be opened (no driver loaded, or no C(libnvidia-ml)), with O(driver_missing=report); nothing was
+      read or changed. The empty string when the GPUs were read.
+  returned: success
+  type: str
+  sample: "NVML is not available: Driver Not Loaded"
 failed_gpu:
   description: On a failure during the apply, the GPU index, the step that failed, and that GPU's state read back from NVML.
   returned: failure during apply
@@ -460,6 +482,28 @@ def exit_with(module, result, read_devices):
     module.exit_json(**result)
 
 
+def exit_unavailable(module, spec, reason):
+    """O(driver_missing=report) on a node whose NVML cannot be opened: the document and the config name are
+    checked, nothing is read or changed, and the result says why."""
+    params = module.params
+    try:
+        name, entries = spec.select(params["config_name"])
+        parse_devices_option(params["devices"])
+    except SpecError as exc:
+        module.fail_json(msg=str(exc))
+    result = {
+        "changed": False, "config_name": name, "nvml_unavailable": reason,
+        "msg": "NVML cannot be opened yet (%s); nothing was read or changed" % reason,
+        "plan": {"config": name, "changed": False, "unmatched_gpus": [], "gpus": []},
+        "changed_gpus": [], "modes": [], "reset_required": False, "reboot_required": False,
+        "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
+        "observed": {"driver_version": "", "cuda_version": "", "nvml_version": "", "gpus": []},
+    }
+    if params["boot_record"]:
+        result.update(read_boot(module, params["boot_record"]))
+    exit_with(module, result, lambda: [])
+
+
 def run(module, nvml, spec):
     params = module.params
     try:
@@ -483,7 +527,7 @@ def run(module, nvml, spec):
     result = {"changed": plan.changed, "config_name": name, "plan": plan.to_dict(), "changed_gpus": [], "modes": [],
               "reset_required": False, "reboot_required": False,
               "config": {"version": "v1", "mig-configs": {name: [entry.to_dict() for entry in entries]}},
-              "observed": reading.node.to_dict()}
+              "observed": reading.node.to_dict(), "nvml_unavailable": ""}
     if params["boot_record"]:
         result.update(read_boot(module, params["boot_record"]))
     if module._diff:
@@ -545,6 +589,7 @@ def main() -> None:
             "reset_blocking_kernel_modules": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_KERNEL_MODULES)},
             "boot_record": {"type": "path"},
             "node_plan": {"type": "dict", "options": NODE_PLAN_ARGUMENT_SPEC},
+            "driver_missing": {"type": "str", "default": "fail", "choices": ["fail", "report"]},
         },
         mutually_exclusive=[("config", "config_file")],
         supports_check_mode=True,
@@ -554,10 +599,16 @@ def main() -> None:
     except SpecError as exc:
         module.fail_json(msg=str(exc))
     if not HAS_PYNVML:
+        if module.params["driver_missing"] == "report":
+            exit_unavailable(module, spec, "the Python library pynvml (PyPI nvidia-ml-py) is not installed")
         module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=str(PYNVML_IMPORT_ERROR))
     try:
         nvml = open_nvml()
-    except (NvmlUnavailable, NvmlCallError) as exc:
+    except NvmlUnavailable as exc:
+        if module.params["driver_missing"] == "report":
+            exit_unavailable(module, spec, str(exc))
+        module.fail_json(msg="cannot open NVML (is the NVIDIA driver installed and loaded?): %s" % exc, nvml_unavailable=str(exc))
+    except NvmlCallError as exc:
         module.fail_json(msg="cannot open NVML: %s" % exc)
     try:
         run(module, nvml, spec)

@@ -151,6 +151,8 @@ def node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> D
         "after": layout_summary(gpus, plan),
         "expected": expected,
         "changing_devices": changing_devices(gpus, plan),
+        # Why NVML could not be opened (no driver yet), '' when the GPUs were read.
+        "nvml_unavailable": result.get("nvml_unavailable") or observed.get("nvml_unavailable") or "",
     }
     # What mig_config read with the boot record: the last boot-time apply, the installed files' digests.
     for key in ("boot_status", "boot_files"):

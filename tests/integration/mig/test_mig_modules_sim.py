@@ -81,6 +81,63 @@ def test_gpu_info_without_driver_returns_no_gpus(node, monkeypatch):
     assert not result.get("failed") and result["gpus"] == [] and "NVML" in result["note"]
 
 
+def no_libnvidia_ml(monkeypatch):
+    """A node without the driver's library: the real pynvml finds no libnvidia-ml (NVMLError_LibraryNotFound)."""
+    import pynvml
+
+    monkeypatch.delenv("GPUOPS_NVML_SIMULATOR")
+    monkeypatch.setattr(pynvml, "nvmlLib", None)
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/nonexistent")
+
+
+@pytest.mark.parametrize("missing", ["library", "driver"])
+def test_mig_config_on_a_node_without_a_driver_fails_or_reports(node, monkeypatch, tmp_path, missing):
+    if missing == "library":
+        no_libnvidia_ml(monkeypatch)
+    else:
+        # The simulator's node without a loaded driver: its state file does not exist (NVML Driver Not Loaded).
+        monkeypatch.setenv("GPUOPS_NVML_SIMULATOR", str(tmp_path / "no-driver.json"))
+    args = {"config": doc(enabled({"1g.5gb": 7}), name="all-1g.5gb"), "config_name": "all-1g.5gb",
+            "node_plan": {"strategy": "mixed", "node": "n1"}}
+    failed = node.run("mig_config", args, check=True)
+    assert failed["failed"] and failed["msg"].startswith("cannot open NVML (is the NVIDIA driver installed and loaded?)")
+    assert failed["nvml_unavailable"]
+    reported = node.run("mig_config", dict(args, driver_missing="report"), check=True)
+    assert not reported.get("failed") and reported["changed"] is False
+    assert reported["nvml_unavailable"] == failed["nvml_unavailable"]
+    kept = reported["node_plan"]
+    assert kept["gpu_count"] == 0 and kept["driver_version"] == "" and kept["changed"] is False
+    assert kept["nvml_unavailable"] == reported["nvml_unavailable"] and kept["expected"]["errors"] == []
+    # The document and the config name are still checked; outside check mode nothing is done either.
+    bad = node.run("mig_config", dict(args, config_name="no-such-config", driver_missing="report"), check=True)
+    assert bad["failed"] and "no-such-config" in bad["msg"]
+    full = node.run("mig_config", {"config": args["config"], "config_name": "all-1g.5gb", "driver_missing": "report"})
+    assert full["changed"] is False and full["changed_gpus"] == [] and full["observed"]["gpus"] == []
+    assert full["config_name"] == "all-1g.5gb" and full["mig_devices"] == []
+    info = node.run("gpu_info", {})
+    assert info["gpus"] == [] and info["nvml_unavailable"] == reported["nvml_unavailable"]
+
+
+def test_mig_config_reports_a_node_without_pynvml_yet_or_fails_naming_the_library(node, monkeypatch):
+    from ansible_collections.gpuops.nvidia.plugins.modules import mig_config
+
+    monkeypatch.setattr(mig_config, "HAS_PYNVML", False)
+    args = {"config": doc(enabled({"1g.5gb": 7})), "config_name": "c", "node_plan": {}}
+    failed = node.run("mig_config", args, check=True)
+    assert failed["failed"] and "nvidia-ml-py" in failed["msg"]
+    reported = node.run("mig_config", dict(args, driver_missing="report"), check=True)
+    assert not reported.get("failed") and reported["changed"] is False
+    assert reported["node_plan"]["nvml_unavailable"] == "the Python library pynvml (PyPI nvidia-ml-py) is not installed"
+
+
+def test_mig_config_reports_nvml_available_on_a_node_with_a_driver(node):
+    node.init("A100-SXM4-40GB", count=1)
+    result = apply(node, doc(enabled({"1g.5gb": 7})), driver_missing="report", node_plan={}, check=True)
+    assert result["nvml_unavailable"] == "" and result["node_plan"]["nvml_unavailable"] == ""
+    assert result["node_plan"]["gpu_count"] == 1 and result["changed"] is True
+
+
 def test_gpu_info_on_gpu_without_mig(node):
     node.init("Tesla T4", count=1)
     gpu = node.run("gpu_info", {})["gpus"][0]

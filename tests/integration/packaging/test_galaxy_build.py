@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import List
 
 import pytest
 
-from packaging_helpers import BIN, Installed, run  # pylint: disable=import-error
+from packaging_helpers import BIN, ROOT as ROOT_DIR, Installed, run  # pylint: disable=import-error
 
 # What a user of the collection needs, and what only the repository's developers need.
 MUST_SHIP = [
@@ -22,6 +24,14 @@ MUST_SHIP = [
     "plugins/module_utils/mig/plan.py",
     "roles/mig_reconfigure/tasks/main.yml",
     "playbooks/mig-reconfigure.yml",
+    "playbooks/mig_reconfigure.yml",
+    "playbooks/nvidia-gpu-operator.yml",
+    "playbooks/nvidia_gpu_operator.yml",
+    "roles/node_prepare/tasks/main.yml",
+    "inventories/example/hosts.yml",
+    "inventories/example/group_vars/all.yml",
+    "inventories/example/group_vars/gpu_nodes.yml",
+    "requirements-node.txt",
     "files/mig-configs/default.yaml",
     "meta/runtime.yml",
     "meta/execution-environment.yml",
@@ -96,3 +106,27 @@ def test_a_module_runs_from_the_installed_copy(installed_collection: Installed, 
                installed_collection.workdir, env)
     assert "SUCCESS" in proc.stdout
     assert '"uuid": "GPU-' in proc.stdout or "GPU-" in proc.stdout
+
+
+def test_the_readmes_commands_run_the_playbooks_from_the_installed_copy(installed_collection: Installed) -> None:
+    """README: copy the example inventory out of the installed collection and run the playbooks by
+    their collection names (a playbook name must be an identifier there)."""
+    readme = (ROOT_DIR / "README.md").read_text(encoding="utf-8")
+    assert "cp -r ~/.ansible/collections/ansible_collections/gpuops/nvidia/inventories/example inventories/site" in readme
+    assert "ansible-playbook -i inventories/site gpuops.nvidia.nvidia_gpu_operator --check --diff" in readme
+    site = installed_collection.workdir / "inventories" / "site"
+    shutil.copytree(installed_collection.collection_root / "inventories" / "example", site)
+    playbook = [str(BIN / "ansible-playbook"), "-i", str(site)]
+    for name in ("gpuops.nvidia.nvidia_gpu_operator", "gpuops.nvidia.mig_reconfigure"):
+        run(playbook + [name, "--syntax-check"], installed_collection.workdir, installed_collection.env)
+    hosts = run(playbook + ["gpuops.nvidia.nvidia_gpu_operator", "--list-hosts"], installed_collection.workdir,
+                installed_collection.env).stdout
+    members = {}
+    for block in hosts.split("  play #")[1:]:
+        name = re.match(r"\d+ \([^)]*\): (.*?)\tTAGS", block).group(1)
+        members[name] = set(re.findall(r"^      (\S+)$", block, re.M))
+    # The node plays run on the GPU nodes; the API plays on the gpuops_api group's first host, not localhost.
+    assert members["Validate the settings and every node's MIG plan before anything changes"] == {
+        "gpu01.example.com", "gpu02.example.com", "gpu03.example.com"}, hosts
+    api_plays = [name for name in members if name.startswith("Deploy")]
+    assert len(api_plays) == 2 and all(members[name] == {"cp01.example.com"} for name in api_plays), hosts

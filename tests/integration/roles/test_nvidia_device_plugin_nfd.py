@@ -96,3 +96,34 @@ def test_deploy_installs_the_nfd_chart(tmp_path: Path, kubeconfig: Path) -> None
     upgrade = next(c for c in calls if "upgrade" in c["argv"])
     assert "--repo=https://kubernetes-sigs.github.io/node-feature-discovery/charts" in upgrade["argv"]
     assert upgrade["kubeconfig_content"]["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
+
+
+NODEFEATURE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "nodefeatures.nfd.k8s-sigs.io"},
+    "spec": {"group": "nfd.k8s-sigs.io", "scope": "Namespaced",
+             "names": {"kind": "NodeFeature", "listKind": "NodeFeatureList", "plural": "nodefeatures", "singular": "nodefeature"},
+             "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def test_auto_installs_nfd_only_on_a_cluster_without_it(tmp_path: Path, kubeconfig: Path) -> None:
+    env = {"GPUOPS_HELM_STANDIN_DIR": str(tmp_path / "helm"), "PATH": os.pathsep.join([str(STANDIN_DIR), os.environ.get("PATH", "")])}
+    base = {"k8s_kubeconfig": str(kubeconfig), "nvidia_device_plugin_nfd": "auto"}
+    plays = [role_play("without_nfd", base, tmp_path / "without_nfd.json")]
+    run = run_playbook(tmp_path, plays, extra_env=env)
+    assert run.returncode == 0, run.output
+    assert read_json(tmp_path / "without_nfd.json") == {"ok": True}
+    assert "node-feature-discovery" in read_json(tmp_path / "helm" / "releases.json")
+
+    # A cluster that has NFD (its CRD): the chart is left alone, helm is not even asked.
+    other = tmp_path / "other"
+    other.mkdir()
+    env["GPUOPS_HELM_STANDIN_DIR"] = str(other / "helm")
+    plays = [{"name": "crd", "hosts": "localhost", "gather_facts": False, "tasks": [k8s_task(NODEFEATURE_CRD, kubeconfig)]},
+             role_play("with_nfd", base, other / "with_nfd.json")]
+    run = run_playbook(other, plays, extra_env=env)
+    assert run.returncode == 0, run.output
+    assert read_json(other / "with_nfd.json") == {"ok": True}
+    assert not (other / "helm" / "calls.jsonl").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from ansible.errors import AnsibleFilterError
 
@@ -72,6 +74,7 @@ def test_node_plan_keeps_what_the_rollout_needs_and_no_reading():
         "after": "1x2g.10gb+1x3g.20gb on GPU 0, 1x7g.40gb on GPU 1",
         "expected": f.mig_expected_resources(gpus, plan, "mixed", node="n1"),
         "changing_devices": ["MIG-b"],
+        "nvml_unavailable": "",
     }
     # What mig_config read with the record is kept too: the last boot-time apply and the files' digests.
     status = {"result": "failed", "reason": "GPU 0: create failed", "exit_code": 1}
@@ -84,6 +87,14 @@ def test_node_plan_of_a_node_without_config_or_driver():
     assert kept["gpu_count"] == 0 and kept["driver_version"] == "" and kept["changed"] is False
     assert kept["config"] is None and kept["boot_record"] is None and kept["changing_devices"] == []
     assert kept["before"] == kept["after"] == "no GPUs"
+    assert kept["nvml_unavailable"] == ""
+
+
+def test_node_plan_keeps_why_nvml_could_not_be_opened():
+    reason = "NVML is not available: Driver Not Loaded"
+    # From gpu_info (no config) and from mig_config's driver_missing=report.
+    assert f.mig_node_plan({"observed": {"gpus": [], "nvml_unavailable": reason}})["nvml_unavailable"] == reason
+    assert f.mig_node_plan({"observed": {"gpus": []}, "nvml_unavailable": reason, "changed": False})["nvml_unavailable"] == reason
 
 
 def test_advertised_diff_compares_resources_and_labels():
@@ -194,7 +205,7 @@ def test_node_decision_of_a_converged_node_needs_nothing():
         allocatable={"nvidia.com/mig-1g.5gb": "7", "cpu": "8"})
     assert f.mig_node_decision(node, plan, "all-1g.5gb") == {
         "layout_changes": False, "advertised_diff": [], "advertised_current": True, "tainted": False,
-        "labels_current": True, "reboot": False, "disruptive": False, "refusal": ""}
+        "labels_current": True, "reboot": False, "disruptive": False, "plan_after_driver": False, "refusal": ""}
     # A driver installed earlier in the run waits for the rollout's reboot: the node goes through a change.
     pending = f.mig_node_decision(node, plan, "all-1g.5gb", reboot_pending=True)
     assert pending["reboot"] is True and pending["disruptive"] is True
@@ -249,3 +260,34 @@ def test_node_decision_refuses_a_node_missing_from_the_cluster_then_a_layout_tha
                                 "GPU 0: 1g.5gb and 3g.20gb mixed; GPU 1: too")
     # Without settings the message does not guess the strategy.
     assert f.mig_node_decision(node_object(), plan, "x")["refusal"].startswith("Node n1: config x cannot be advertised: ")
+
+
+DRIVERLESS = {"changed": False, "gpu_count": 0, "expected": {"allocatable": {}, "labels": {}, "errors": []},
+              "nvml_unavailable": "NVML is not available: Driver Not Loaded"}
+
+
+@pytest.mark.parametrize("stack, driver_install, operator_driver, labels", list(itertools.product(
+    ["standalone", "operator"], [True, False, "true", "false", "yes", "no"], [True, False, "true", "no"],
+    [{}, {"nvidia.com/gpu.deploy.device-plugin": "true", "nvidia.com/mig.config": "all-1g.5gb",
+          "nvidia.com/mig.config.state": "success"}])))
+def test_a_node_without_a_driver_is_planned_after_the_driver_or_refused_when_nothing_installs_one(
+        stack, driver_install, operator_driver, labels):
+    settings = dict(GOOD_SETTINGS, gpu_stack=stack, nvidia_driver_install=driver_install,
+                    gpu_operator_driver_enabled=operator_driver)
+    decision = f.mig_node_decision(node_object(labels), DRIVERLESS, "all-1g.5gb", settings=settings)
+    installs = (str(driver_install).lower() in ("true", "yes")) if stack == "standalone" else (str(operator_driver).lower() in ("true", "yes"))
+    # Whatever its labels say, the node goes through the rollout, which plans it once NVML opens.
+    assert decision["plan_after_driver"] is True and decision["disruptive"] is True
+    if installs:
+        assert decision["refusal"] == ""
+    else:
+        setting = "nvidia_driver_install" if stack == "standalone" else "gpu_operator_driver_enabled"
+        assert decision["refusal"].startswith("Node n1 has no usable NVIDIA driver (NVML is not available: Driver Not Loaded)")
+        assert "%s=false" % setting in decision["refusal"]
+
+
+def test_a_node_with_a_driver_is_never_refused_for_the_driver_settings():
+    plan = {"changed": False, "expected": {"allocatable": {}, "labels": {}, "errors": []}, "nvml_unavailable": ""}
+    settings = dict(GOOD_SETTINGS, gpu_stack="operator", gpu_operator_driver_enabled=False, nvidia_driver_install=False)
+    decision = f.mig_node_decision(node_object(), plan, None, settings=settings)
+    assert decision["refusal"] == "" and decision["plan_after_driver"] is False
