@@ -31,7 +31,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
     describe_error,
     is_retryable,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import read_node
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import read_node, validate_node_name
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import ListWatch, wait_until
 
 SCOPES = ("all", "gpu", "devices")
@@ -207,6 +207,98 @@ def pdb_names_from_refusal(body: Mapping[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Drain safety, as kubectl drain decides it (pure)
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def is_terminal(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in TERMINAL_PHASES
+
+
+def controller_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("controller"):
+            return owner
+    return None
+
+
+def emptydir_volumes(pod: Mapping[str, Any]) -> list[str]:
+    return sorted(str(volume.get("name")) for volume in (pod.get("spec") or {}).get("volumes") or []
+                  if isinstance(volume, Mapping) and "emptyDir" in volume)
+
+
+def drain_refusals(targets: Iterable[Mapping[str, Any]], delete_bare_pods: bool, delete_emptydir_data: bool) -> list[dict[str, Any]]:
+    """The targets ``kubectl drain`` would refuse without ``--force`` / ``--delete-emptydir-data``.
+
+    A pod without a controller (no ownerReference with ``controller: true``) is never re-created
+    once evicted; the data of an ``emptyDir`` volume is deleted with its pod. A pod that already
+    ended is no loss, as kubectl sees it too.
+    """
+    refused = []
+    for target in targets:
+        pod = target["pod"]
+        if is_terminal(pod):
+            continue
+        problems = []
+        if not delete_bare_pods and controller_of(pod) is None:
+            problems.append("is a bare pod (no controller re-creates it; delete_bare_pods allows it)")
+        volumes = emptydir_volumes(pod)
+        if volumes and not delete_emptydir_data:
+            problems.append("has emptyDir volume(s) {0} whose data would be deleted (delete_emptydir_data allows it)".format(
+                ", ".join(volumes)))
+        if problems:
+            refused.append(dict(_public(target), problems=problems))
+    return refused
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running":
+        return False
+    return any(condition.get("type") == "Ready" and condition.get("status") == "True" for condition in status.get("conditions") or [])
+
+
+def pdb_shortfalls(targets: Iterable[Mapping[str, Any]], pdbs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The budgets that cannot let every target of the node go: more of their healthy pods among the
+    targets than their ``status.disruptionsAllowed``.
+
+    Only healthy (Running and Ready) pods use up a budget, as the API server counts them; a budget
+    whose status the disruption controller has not written yet is left to the API server.
+    """
+    targets = list(targets)
+    shortfalls = []
+    for pdb in pdbs:
+        metadata = pdb.get("metadata") or {}
+        status = pdb.get("status") or {}
+        allowed = status.get("disruptionsAllowed")
+        if not isinstance(allowed, int) or isinstance(allowed, bool):
+            continue
+        selector = (pdb.get("spec") or {}).get("selector")
+        covered = [target for target in targets
+                   if (target["pod"].get("metadata") or {}).get("namespace") == metadata.get("namespace")
+                   and is_ready(target["pod"])
+                   and selector_matches(selector, (target["pod"].get("metadata") or {}).get("labels") or {})]
+        if len(covered) > allowed:
+            shortfalls.append({
+                "namespace": metadata.get("namespace"),
+                "name": metadata.get("name"),
+                "disruptions_allowed": allowed,
+                "pods": sorted(pod_label(target["pod"]) for target in covered),
+            })
+    return sorted(shortfalls, key=lambda entry: (str(entry["namespace"]), str(entry["name"])))
+
+
+def drain_safety_message(node: str, refused: list[dict[str, Any]], shortfalls: list[dict[str, Any]]) -> str:
+    parts = ["{0}/{1} {2}".format(entry["namespace"], entry["name"], " and ".join(entry["problems"])) for entry in refused]
+    parts.extend(
+        "PodDisruptionBudget {0}/{1} allows {2} disruption(s) but {3} of its pods are on the node: {4}".format(
+            entry["namespace"], entry["name"], entry["disruptions_allowed"], len(entry["pods"]), ", ".join(entry["pods"]))
+        for entry in shortfalls)
+    return "nothing was evicted from node {0}: {1}".format(node, "; ".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------
 # Eviction (I/O)
 
 
@@ -225,6 +317,8 @@ class EvacuationRequest:
         poll_interval: float = 2.0,
         force: bool = False,
         force_reason: str | None = None,
+        delete_bare_pods: bool = False,
+        delete_emptydir_data: bool = False,
     ) -> None:
         if scope not in SCOPES:
             raise K8sError("scope: {0!r} is not one of {1}".format(scope, ", ".join(SCOPES)))
@@ -242,7 +336,10 @@ class EvacuationRequest:
                 raise K8sError("{0}: must be 0 or more seconds, got {1}".format(field, value))
         if poll_interval <= 0:
             raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
+        validate_node_name(node, "name")
         self.node = node
+        self.delete_bare_pods = bool(delete_bare_pods)
+        self.delete_emptydir_data = bool(delete_emptydir_data)
         self.scope = scope
         self.device_annotation = device_annotation or DEFAULT_DEVICE_ANNOTATION
         self.device_parents = dict(device_parents or {})
@@ -350,6 +447,22 @@ class _Evacuation:
                 self.last_errors.pop(uid, None)
         return list(pending.values())
 
+    def pdb_precheck(self, targets: list[dict[str, Any]], deadline: Deadline, wait: bool) -> list[dict[str, Any]]:
+        """The budgets that cannot let every target go, re-read until they can or the deadline
+        passes (``wait``); an empty list means the evictions may start."""
+        namespaces = sorted({str(target["namespace"]) for target in targets})
+        attempt = 0
+        while True:
+            pdbs: list[dict[str, Any]] = []
+            for namespace in namespaces:
+                pdbs.extend(self.client.retry.run(lambda namespace=namespace: self.client.list_pdbs(namespace), deadline,
+                                                  "listing the PodDisruptionBudgets of namespace " + namespace))
+            shortfalls = pdb_shortfalls(targets, pdbs)
+            if not shortfalls or not wait or deadline.expired():
+                return shortfalls
+            attempt += 1
+            self.client.retry.wait(attempt, None, deadline)
+
     def force_delete(self, targets: list[dict[str, Any]], deadline: Deadline) -> None:
         for target in targets:
             def delete(target: dict[str, Any] = target) -> None:
@@ -390,8 +503,17 @@ def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -
         "forced": [],
         "blocked": [],
         "remaining": [],
+        "refused": [],
+        "pdb_shortfalls": [],
         "warnings": run.warnings,
     }
+    refused = drain_refusals(targets, request.delete_bare_pods, request.delete_emptydir_data)
+    # With force, a budget that blocks is waited for, then its pods deleted, as before.
+    shortfalls = [] if request.force or not targets else run.pdb_precheck(targets, eviction_deadline, wait=not check_mode and not refused)
+    if refused or shortfalls:
+        result.update(changed=False, refused=refused, pdb_shortfalls=shortfalls,
+                      remaining=[_public(target) for target in targets])
+        raise K8sError(drain_safety_message(request.node, refused, shortfalls), **result)
     if check_mode:
         would = [_public(target, "reason") for target in targets]
         removed = {pod_label(target["pod"]) for target in targets}
