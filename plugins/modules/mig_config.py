@@ -506,13 +506,22 @@ def run(module, nvml, spec):
     for message in applied.messages:
         module.warn(message)
     result.update(
+        changed=applied.changed,
         changed_gpus=applied.changed_gpus,
         modes=[m.to_dict() for m in applied.modes],
         reset_required=applied.reset_required,
         reboot_required=applied.reboot_required,
     )
-    # Read again: the devices the change left.
-    exit_with(module, result, lambda: mig_devices(nvml.read_node().gpus))
+
+    def read_devices():
+        # Read again: the devices the change left. The change is done: a failed read says so.
+        try:
+            return mig_devices(nvml.read_node().gpus)
+        except NvmlCallError as exc:
+            module.fail_json(msg="the change was applied, but reading the GPUs back through NVML failed: %s" % exc,
+                             **dict(result, mig_devices=[]))
+
+    exit_with(module, result, read_devices)
 
 
 def main() -> None:
@@ -549,7 +558,7 @@ def main() -> None:
     try:
         run(module, nvml, spec)
     except NvmlCallError as exc:
-        module.fail_json(msg="reading the GPUs through NVML failed: %s" % exc)
+        module.fail_json(msg="reading the GPUs through NVML failed: %s" % exc, changed=False, changed_gpus=[])
     finally:
         nvml.close()
 

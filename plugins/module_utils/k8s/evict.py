@@ -292,8 +292,8 @@ def pdb_shortfalls(targets: Iterable[Mapping[str, Any]], pdbs: Iterable[Mapping[
 def drain_safety_message(node: str, refused: list[dict[str, Any]], shortfalls: list[dict[str, Any]]) -> str:
     parts = ["{0}/{1} {2}".format(entry["namespace"], entry["name"], " and ".join(entry["problems"])) for entry in refused]
     parts.extend(
-        "PodDisruptionBudget {0}/{1} allows {2} disruption(s) but {3} of its pods are on the node: {4}".format(
-            entry["namespace"], entry["name"], entry["disruptions_allowed"], len(entry["pods"]), ", ".join(entry["pods"]))
+        "{0} blocked by PodDisruptionBudget {1}: it allows {2} disruption(s) and {3} of its pods are on the node".format(
+            ", ".join(entry["pods"]), entry["name"], entry["disruptions_allowed"], len(entry["pods"]))
         for entry in shortfalls)
     return "nothing was evicted from node {0}: {1}".format(node, "; ".join(parts))
 
@@ -511,7 +511,16 @@ def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -
     # With force, a budget that blocks is waited for, then its pods deleted, as before.
     shortfalls = [] if request.force or not targets else run.pdb_precheck(targets, eviction_deadline, wait=not check_mode and not refused)
     if refused or shortfalls:
+        blocked = {}
+        for entry in shortfalls:
+            for target in targets:
+                if pod_label(target["pod"]) in entry["pods"]:
+                    item = blocked.setdefault(target["uid"], dict(_public(target), pdbs=[], message=""))
+                    item["pdbs"].append(entry["name"])
+                    item["message"] = "PodDisruptionBudget {0} allows {1} disruption(s) and {2} of its pods are on the node".format(
+                        entry["name"], entry["disruptions_allowed"], len(entry["pods"]))
         result.update(changed=False, refused=refused, pdb_shortfalls=shortfalls,
+                      blocked=sorted(blocked.values(), key=lambda entry: (entry["namespace"], entry["name"])),
                       remaining=[_public(target) for target in targets])
         raise K8sError(drain_safety_message(request.node, refused, shortfalls), **result)
     if check_mode:

@@ -221,7 +221,7 @@ def test_bare_emptydir_and_pdb_blocked_pods_are_refused_together_evicting_nothin
         assert result["failed"] and result["changed"] is False
         assert "default/bare is a bare pod" in result["msg"] and "delete_bare_pods" in result["msg"]
         assert "default/scratch has emptyDir volume(s) scratch" in result["msg"] and "delete_emptydir_data" in result["msg"]
-        assert "PodDisruptionBudget default/serve-pdb allows 0 disruption(s) but 1 of its pods are on the node: default/serve" in result["msg"]
+        assert "default/serve blocked by PodDisruptionBudget serve-pdb: it allows 0 disruption(s) and 1 of its pods" in result["msg"]
         assert [entry["name"] for entry in result["refused"]] == ["bare", "scratch"]
         assert [entry["name"] for entry in result["pdb_shortfalls"]] == ["serve-pdb"]
         assert result["evicted"] == []
@@ -269,7 +269,7 @@ def test_a_budget_that_covers_one_of_two_pods_blocks_before_the_first_eviction(k
     kube.pdb("serve-pdb", {"app": "serve"}, max_unavailable=1)
     kube.clear_requests()
     result = evacuate(kube)
-    assert result["failed"] and "allows 1 disruption(s) but 2 of its pods" in result["msg"]
+    assert result["failed"] and "it allows 1 disruption(s) and 2 of its pods" in result["msg"]
     assert kube.requests(subresource="eviction") == []
 
 
