@@ -366,7 +366,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reset_blockers i
     DEFAULT_BLOCKING_KERNEL_MODULES, DEFAULT_BLOCKING_SERVICES, ResetBlockers, module_reader,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import (
-    SpecError, load_spec_text, parse_devices_option, parse_spec,
+    SpecError, excerpt, load_spec_text, parse_devices_option, parse_spec, read_config_file,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import (
     HAS_PYNVML, PYNVML_IMPORT_ERROR, NvmlCallError, NvmlUnavailable, open_nvml,
@@ -380,12 +380,9 @@ def load_document(params):
             return load_spec_text(params["config"], "config")
         return parse_spec(params["config"])
     if params["config_file"]:
-        try:
-            with open(params["config_file"], "r") as handle:
-                text = handle.read()
-        except (IOError, OSError) as exc:
-            raise SpecError("config_file: cannot read %s: %s" % (params["config_file"], exc))
-        return load_spec_text(text, "config_file %s" % params["config_file"])
+        # A regular file, read with a bound; no message quotes what it holds.
+        text = read_config_file(params["config_file"])
+        return load_spec_text(text, "config_file %s" % excerpt(params["config_file"]))
     raise SpecError("config or config_file is required (the action plugin supplies the default named configs)")
 
 
