@@ -367,14 +367,14 @@ def parse_entry(config: str, position: int, raw: Any) -> ConfigEntry:
     return ConfigEntry(config, position, enabled, devices, device_filter, mig_devices)
 
 
-def parse_spec(document: Any) -> MigSpec:
+def parse_spec(document: Any, source: str = "config") -> MigSpec:
     """Validate a parsed document (dict) and return the configs it holds."""
     if document is None:
         document = {}
     if not isinstance(document, dict):
         # The type only: a file that is not a config (say /etc/passwd) must not be shown.
-        raise SpecError("config: expected a mapping with 'version' and 'mig-configs', got a %s" % type(document).__name__)
-    check_document_bounds(document)
+        raise SpecError("%s: expected a mapping with 'version' and 'mig-configs', got a %s" % (source, type(document).__name__))
+    check_document_bounds(document, source)
     if document and "version" not in document:
         raise SpecError("version: missing required field (expected %r)" % SPEC_VERSION)
     version = document.get("version")
@@ -491,4 +491,4 @@ def _bounded_loader(yaml: Any) -> Any:
 
 def load_spec_text(text: str, source: str = "config") -> MigSpec:
     """Parse YAML (or JSON) text within the bounds, then validate it."""
-    return parse_spec(load_config_text(text, source))
+    return parse_spec(load_config_text(text, source), source)
