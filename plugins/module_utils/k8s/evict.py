@@ -242,13 +242,13 @@ def drain_refusals(targets: Iterable[Mapping[str, Any]], delete_bare_pods: bool,
             continue
         problems = []
         if not delete_bare_pods and controller_of(pod) is None:
-            problems.append("is a bare pod (no controller re-creates it; delete_bare_pods allows it)")
-        volumes = emptydir_volumes(pod)
-        if volumes and not delete_emptydir_data:
-            problems.append("has emptyDir volume(s) {0} whose data would be deleted (delete_emptydir_data allows it)".format(
+            problems.append("bare pod: no controller re-creates it (delete_bare_pods allows it)")
+        volumes = emptydir_volumes(pod) if not delete_emptydir_data else []
+        if volumes:
+            problems.append("emptyDir volume(s) {0}: their data would be deleted (delete_emptydir_data allows it)".format(
                 ", ".join(volumes)))
         if problems:
-            refused.append(dict(_public(target), problems=problems))
+            refused.append(dict(_public(target), problems=problems, emptydir=volumes))
     return refused
 
 
@@ -290,7 +290,15 @@ def pdb_shortfalls(targets: Iterable[Mapping[str, Any]], pdbs: Iterable[Mapping[
 
 
 def drain_safety_message(node: str, refused: list[dict[str, Any]], shortfalls: list[dict[str, Any]]) -> str:
-    parts = ["{0}/{1} {2}".format(entry["namespace"], entry["name"], " and ".join(entry["problems"])) for entry in refused]
+    parts = []
+    bare = ["{0}/{1}".format(entry["namespace"], entry["name"]) for entry in refused if entry["problems"][0].startswith("bare")]
+    if bare:
+        parts.append("{0} bare pod(s), which no controller re-creates (delete_bare_pods allows them): {1}".format(
+            len(bare), ", ".join(bare)))
+    local = ["{0}/{1} ({2})".format(entry["namespace"], entry["name"], ", ".join(entry["emptydir"])) for entry in refused if entry["emptydir"]]
+    if local:
+        parts.append("{0} pod(s) with emptyDir volumes, whose data would be deleted (delete_emptydir_data allows them): {1}".format(
+            len(local), ", ".join(local)))
     parts.extend(
         "{0} blocked by PodDisruptionBudget {1}: it allows {2} disruption(s) and {3} of its pods are on the node".format(
             ", ".join(entry["pods"]), entry["name"], entry["disruptions_allowed"], len(entry["pods"]))
@@ -519,10 +527,12 @@ def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -
                     item["pdbs"].append(entry["name"])
                     item["message"] = "PodDisruptionBudget {0} allows {1} disruption(s) and {2} of its pods are on the node".format(
                         entry["name"], entry["disruptions_allowed"], len(entry["pods"]))
+        message = drain_safety_message(request.node, refused, shortfalls)
+        refused = [{key: value for key, value in entry.items() if key != "emptydir"} for entry in refused]
         result.update(changed=False, refused=refused, pdb_shortfalls=shortfalls,
                       blocked=sorted(blocked.values(), key=lambda entry: (entry["namespace"], entry["name"])),
                       remaining=[_public(target) for target in targets])
-        raise K8sError(drain_safety_message(request.node, refused, shortfalls), **result)
+        raise K8sError(message, **result)
     if check_mode:
         would = [_public(target, "reason") for target in targets]
         removed = {pod_label(target["pod"]) for target in targets}

@@ -219,8 +219,9 @@ def test_bare_emptydir_and_pdb_blocked_pods_are_refused_together_evicting_nothin
     for check in (True, False):
         result = evacuate(kube, check=check)
         assert result["failed"] and result["changed"] is False
-        assert "default/bare is a bare pod" in result["msg"] and "delete_bare_pods" in result["msg"]
-        assert "default/scratch has emptyDir volume(s) scratch" in result["msg"] and "delete_emptydir_data" in result["msg"]
+        assert "1 bare pod(s), which no controller re-creates (delete_bare_pods allows them): default/bare;" in result["msg"]
+        assert ("1 pod(s) with emptyDir volumes, whose data would be deleted (delete_emptydir_data allows them): "
+                "default/scratch (scratch)") in result["msg"]
         assert "default/serve blocked by PodDisruptionBudget serve-pdb: it allows 0 disruption(s) and 1 of its pods" in result["msg"]
         assert [entry["name"] for entry in result["refused"]] == ["bare", "scratch"]
         assert [entry["name"] for entry in result["pdb_shortfalls"]] == ["serve-pdb"]
@@ -298,3 +299,45 @@ def test_kubeconfig_dictionary_secrets_are_masked_in_verbose_output(kube, tmp_pa
     assert "module_args" in output, output
     for secret in ("s3cr3t-role", "s3cr3t-env-value", "s3cr3t-client", "s3cr3t-idt"):
         assert secret not in output
+
+
+# --- generated options through the real modules --------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+MODULE_CASES = max(10, settings.default.max_examples // 4)
+TEXTISH = st.one_of(st.sampled_from(["a", "gpu-node-1", "example.com/a", "", "a\n", "A", "-a", "a" * 64, "x/y/z", "é"]),
+                    st.text(alphabet=st.sampled_from(list("az09-._/\n ")), max_size=12))
+VALUEISH = st.one_of(TEXTISH, st.none(), st.booleans(), st.integers(-2, 2), st.just(["x"]))
+
+
+def node_view(kube) -> Any:
+    node = kube.read_node()
+    return (node["metadata"].get("labels"), node["metadata"].get("annotations"), node["spec"].get("taints"),
+            node["spec"].get("unschedulable"))
+
+
+@settings(max_examples=MODULE_CASES)
+@given(module=st.sampled_from(["k8s_node_label", "k8s_node_taint"]), name=st.one_of(st.just("gpu-node-1"), TEXTISH),
+       labels=st.dictionaries(TEXTISH, VALUEISH, max_size=2), taints=st.lists(st.fixed_dictionaries(
+           {"key": TEXTISH}, optional={"value": VALUEISH, "effect": st.sampled_from(["NoSchedule", "NoExecute", "x"])}), max_size=2),
+       check=st.booleans(), host=st.sampled_from([None, None, "ftp://x", "http://[::1"]))
+def test_generated_options_through_the_modules(kube, module, name, labels, taints, check, host):
+    kube.emulator.reset()
+    kube.node()
+    before = node_view(kube)
+    kube.clear_requests()
+    args: dict[str, Any] = {"name": name, "kubeconfig": str(kube.kubeconfig)}
+    if host:
+        args["host"] = host
+    if module == "k8s_node_label":
+        args["labels"] = labels
+    else:
+        args.update(taints=taints, labels=labels)
+    result = run_module(module, args, check=check)  # a traceback would escape here and fail the test
+    after = node_view(kube)
+    if result.get("failed") or check:
+        assert after == before and writes(kube) == []
+    if not result.get("failed"):
+        assert bool(result["changed"]) == (after != before) or check
+    assert len(result.get("msg", "")) < 1000
