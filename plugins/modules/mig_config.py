@@ -32,6 +32,7 @@ options:
     description:
       - The mig-parted v1 document itself, as a dictionary (or as YAML text).
       - Mutually exclusive with O(config_file).
+      - Bounded as a config file is (see O(config_file)).
     type: raw
   config_file:
     description:
@@ -39,6 +40,10 @@ options:
       - Read on the controller (a relative path is searched like M(ansible.builtin.copy)'s C(src), in the role's or
         playbook's C(files/) directory) unless O(remote_src=true), then on the managed node.
       - Mutually exclusive with O(config).
+      - A regular file (not a FIFO, a device or a directory) of at most 1 MiB of UTF-8 text without NUL bytes. YAML
+        aliases are allowed as long as the document they expand to has at most 100,000 nodes; nesting is limited to 32
+        levels, integers to 20 digits. Errors never quote the file's content. See the config format's limits in the
+        collection's docs.
     type: path
   remote_src:
     description:
