@@ -425,7 +425,7 @@ class Nvml:
             if info is None or int(info.sliceCount) not in (0, slices):
                 continue
             ci = self.mutate(index, "GPU %d: nvmlGpuInstanceCreateComputeInstance(GI %d, profile %d)" % (index, gi_id, info.id),
-                           lib.nvmlGpuInstanceCreateComputeInstance, gi, info.id)
+                             lib.nvmlGpuInstanceCreateComputeInstance, gi, info.id)
             return int(self.call("GPU %d: nvmlComputeInstanceGetInfo" % index, lib.nvmlComputeInstanceGetInfo, ci).id)
         raise NvmlCallError("GPU %d: GPU instance %d offers no %d-slice compute instance profile" % (index, gi_id, slices),
                             ERROR_NOT_SUPPORTED, "Not Supported")

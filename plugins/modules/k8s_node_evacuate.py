@@ -236,7 +236,11 @@ refused:
   returned: always
   type: list
   elements: dict
-  sample: [{"namespace": "ml", "name": "scratch", "uid": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "problems": ["bare pod: no controller re-creates it (delete_bare_pods allows it)"]}]
+  sample:
+    - namespace: ml
+      name: scratch
+      uid: 1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f
+      problems: ["bare pod: no controller re-creates it (delete_bare_pods allows it)"]
 pdb_shortfalls:
   description:
     - PodDisruptionBudgets that could not cover the node's selected pods before the first eviction; nothing was evicted.

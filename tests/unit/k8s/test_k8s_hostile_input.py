@@ -87,8 +87,10 @@ def test_label_and_annotation_changes_are_checked_as_the_api_server_does(changes
             assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), repr(value)
 
 
-@given(st.lists(st.fixed_dictionaries({"key": NAMEISH}, optional={"value": VALUES, "effect": st.one_of(
-    st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute", "NoSchedule\n", "noschedule", ""]), VALUES)}), max_size=3),
+EFFECTS = st.one_of(st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute", "NoSchedule\n", "noschedule", ""]), VALUES)
+
+
+@given(st.lists(st.fixed_dictionaries({"key": NAMEISH}, optional={"value": VALUES, "effect": EFFECTS}), max_size=3),
        st.sampled_from(["present", "absent"]))
 def test_taints_are_checked_as_the_api_server_does(taints, state):
     outcome = refused_or_accepted(normalize_taints, taints, state)
@@ -175,8 +177,9 @@ def test_drain_safety_refuses_before_the_first_eviction(fake_kube, shapes, allow
     targets = [{"namespace": "default", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"], "pod": p} for p in pods]
     refused = drain_refusals(targets, bare_ok, emptydir_ok)
     shortfalls = pdb_shortfalls(targets, [pdb])
-    outcome = refused_or_accepted(evacuate, kube, EvacuationRequest("gpu-node-1", scope="gpu", timeout=0, wait_timeout=5,
-                                                                   delete_bare_pods=bare_ok, delete_emptydir_data=emptydir_ok), False)
+    request = EvacuationRequest("gpu-node-1", scope="gpu", timeout=0, wait_timeout=5, delete_bare_pods=bare_ok,
+                                delete_emptydir_data=emptydir_ok)
+    outcome = refused_or_accepted(evacuate, kube, request, False)
     if refused or shortfalls:
         assert isinstance(outcome, K8sError) and outcome.msg.startswith("nothing was evicted from node gpu-node-1")
         assert kube.count("evict_pod") == 0 and kube.count("delete_pod") == 0
