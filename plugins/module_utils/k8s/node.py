@@ -64,7 +64,8 @@ def excerpt(value: Any, limit: int = 80) -> str:
             text = "an integer of {0} bits".format(value.bit_length())
         else:
             text = _EXCERPT.repr(value)
-    except Exception:  # pylint: disable=broad-except - a message must never fail on what it quotes
+    # A message must never fail on what it quotes.
+    except Exception:  # pylint: disable=broad-except
         text = "a {0}".format(type(value).__name__)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 

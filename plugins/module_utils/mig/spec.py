@@ -58,7 +58,8 @@ def excerpt(value: Any) -> str:
         if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
             return "an integer of %d bits" % value.bit_length()
         text = _EXCERPT.repr(value)
-    except Exception:  # pylint: disable=broad-except - a message must never fail on what it quotes
+    # A message must never fail on what it quotes.
+    except Exception:  # pylint: disable=broad-except
         text = "a %s" % type(value).__name__
     return text if len(text) <= 2 * EXCERPT_CHARS else text[:2 * EXCERPT_CHARS - 3] + "..."
 
@@ -80,8 +81,6 @@ def check_document_bounds(document: Any, source: str = "config") -> None:
             raise SpecError("%s: a string of %d characters (at most %d)" % (source, len(value), MAX_SCALAR_CHARS))
         if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
             raise SpecError("%s: an integer of %d bits (at most 64)" % (source, value.bit_length()))
-        if isinstance(value, float) and value != value:  # NaN: no count or index is one
-            return
 
     if not isinstance(document, (dict, list)):
         check_scalar(document)

@@ -88,7 +88,7 @@ def assert_refused_and_nothing_changed(node, result, before, *fragments):
 
 def alias_bomb(levels: int = 9) -> str:
     lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    lines += ["a%d: &a%d [%s]" % (i, i, ",".join("*a%d" % (i - 1) for _ in range(9))) for i in range(1, levels)]
+    lines += ["a%d: &a%d [%s]" % (i, i, ",".join("*a%d" % (i - 1) for _i in range(9))) for i in range(1, levels)]
     return "\n".join(lines) + "\n"
 
 

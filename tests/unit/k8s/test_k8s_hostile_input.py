@@ -57,7 +57,7 @@ def refused_or_accepted(function, *args, **kwargs):
 def api_server_accepts_key(key):
     if not isinstance(key, str) or not key:
         return False
-    prefix, _, name = key.rpartition("/")
+    prefix, _slash, name = key.rpartition("/")
     if "/" in key and not (prefix and len(prefix) <= 253 and DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return False
     return len(name) <= 63 and bool(QUALIFIED_NAME.fullmatch(name))

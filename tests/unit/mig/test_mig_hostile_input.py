@@ -60,7 +60,7 @@ def refused_or_accepted(function, *args):
 PROFILES = st.sampled_from(["1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb", "1g.10gb", "1g.5gb+me", "1c.3g.20gb",
                             "1g.5gb\n", "", "7g", "g.gb", "1g.5gb+me+me", "9999999g.1gb"])
 HOSTILE_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
-INTS = st.one_of(st.integers(-5, 100), st.integers(), st.just(2 ** 31), st.just(10 ** 5000 if False else 2 ** 64))
+INTS = st.one_of(st.integers(-5, 100), st.integers(), st.just(2 ** 31), st.just(2 ** 64))
 SCALARS = st.one_of(st.none(), st.booleans(), INTS, st.floats(allow_nan=True), HOSTILE_TEXT, PROFILES,
                     st.sampled_from(["all", "v1", "0x20B010DE", "0x20B010DE:0x145F10DE", "-1", "true"]))
 
@@ -91,20 +91,20 @@ def nested(depth: int, flow: bool) -> str:
 
 def alias_bomb(levels: int) -> str:
     lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    lines += ["a%d: &a%d [%s]" % (i, i, ",".join("*a%d" % (i - 1) for _ in range(9))) for i in range(1, levels)]
+    lines += ["a%d: &a%d [%s]" % (i, i, ",".join("*a%d" % (i - 1) for _i in range(9))) for i in range(1, levels)]
     return "\n".join(lines) + "\n"
 
 
 HOSTILE_YAML = st.one_of(
-    st.text(alphabet=st.sampled_from(list("[]{}:,-&*!|>'\"#%@`? \n\t01ab.gv") + ["\x00", "\ufeff", "\udc80"[:0] or "\u2028"]),
+    st.text(alphabet=st.sampled_from(list("[]{}:,-&*!|>'\"#%@`? \n\t01ab.gv") + ["\x00", "\ufeff", "\u2028"]),
             max_size=200),
-    st.builds(lambda d, f: nested(d, f), st.integers(1, 6000), st.booleans()),
+    st.builds(nested, st.integers(1, 6000), st.booleans()),
     st.builds(alias_bomb, st.integers(1, 12)),
     st.builds(lambda n: "version: v1\nmig-configs:\n  c:\n    - devices: all\n      mig-enabled: true\n      mig-devices: {'1g.5gb': %s}\n" % n,
               st.one_of(st.integers(), st.integers(4000, 9000).map(lambda k: "9" * k), st.just("0x" + "f" * 5000))),
     st.builds(lambda cut, junk: DEFAULT_TEXT[:cut] + junk + DEFAULT_TEXT[cut:], st.integers(0, len(DEFAULT_TEXT)),
               st.text(max_size=20)),
-    st.builds(lambda text: yaml.safe_dump(text), DOCUMENTS),
+    st.builds(yaml.safe_dump, DOCUMENTS),
 )
 
 
@@ -181,7 +181,7 @@ def test_deep_nesting_is_refused_not_a_recursion_error(depth, flow):
 def test_deep_nesting_of_a_dictionary_argument_is_refused():
     document: dict = {}
     node = document
-    for _ in range(5000):
+    for _level in range(5000):
         node["x"] = {}
         node = node["x"]
     error = refused_or_accepted(check_document_bounds, document)
