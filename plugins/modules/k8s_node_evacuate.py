@@ -266,19 +266,17 @@ scope:
   sample: gpu
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import (
     DEFAULT_DEVICE_ANNOTATION,
     SCOPES,
     EvacuationRequest,
     evacuate,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule, NODE_CHOICE, argument_spec, run
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = K8sModule(
         argument_spec=argument_spec(
             per_node={
                 "scope": {"type": "str", "choices": list(SCOPES), "default": "gpu"},

@@ -36,6 +36,19 @@ NodeAction = Callable[[KubeClient, Mapping[str, Any]], dict]
 BatchAction = Callable[[KubeClient, list], dict]
 
 
+class K8sModule(AnsibleModule):
+    """AnsibleModule that knows a kubeconfig dictionary's secrets from the start.
+
+    They are registered as soon as the parameters are read, before the argument validation (whose
+    failure prints the invocation) and before the invocation is logged to the system journal.
+    """
+
+    def _load_params(self) -> None:
+        super()._load_params()
+        for secret in kubeconfig_secrets((self.params or {}).get("kubeconfig")):
+            self.no_log_values.add(secret)
+
+
 def argument_spec(per_node: Optional[dict[str, dict[str, Any]]] = None, **options: dict[str, Any]) -> dict[str, Any]:
     """Auth options, ``options``, and ``name`` or ``nodes``.
 

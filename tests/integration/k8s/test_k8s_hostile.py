@@ -277,7 +277,8 @@ def test_a_budget_that_covers_one_of_two_pods_blocks_before_the_first_eviction(k
 # --- item 5: secrets of a kubeconfig dictionary never shown --------------------------------------
 
 
-def test_kubeconfig_dictionary_secrets_are_masked_in_verbose_output(kube, tmp_path):
+@pytest.mark.parametrize("labels", [{"a": "b"}, ["not", "a", "dictionary"]], ids=["run", "invalid-argument"])
+def test_kubeconfig_dictionary_secrets_are_masked_in_verbose_output(kube, tmp_path, labels):
     kubeconfig = {
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
         "clusters": [{"name": "c", "cluster": {"server": kube.emulator.url}}],
@@ -288,7 +289,8 @@ def test_kubeconfig_dictionary_secrets_are_masked_in_verbose_output(kube, tmp_pa
             "env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "s3cr3t-env-value"}]},
             "auth-provider": {"name": "oidc", "config": {"client-secret": "s3cr3t-client", "id-token": "s3cr3t-idt"}}}}],
     }
-    args = {"name": "gpu-node-1", "labels": {"a": "b"}, "kubeconfig": kubeconfig}
+    # An invalid argument fails in AnsibleModule's own validation, which prints the invocation too.
+    args = {"name": "gpu-node-1", "labels": labels, "kubeconfig": kubeconfig}
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "local"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote"))
@@ -299,6 +301,21 @@ def test_kubeconfig_dictionary_secrets_are_masked_in_verbose_output(kube, tmp_pa
     assert "module_args" in output, output
     for secret in ("s3cr3t-role", "s3cr3t-env-value", "s3cr3t-client", "s3cr3t-idt"):
         assert secret not in output
+
+
+def test_kubeconfig_secrets_are_known_before_the_invocation_is_logged(monkeypatch):
+    """AnsibleModule logs the invocation to the journal before the module runs: the secrets are
+    registered as soon as the parameters are read."""
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule, argument_spec
+
+    logged = []
+    monkeypatch.setattr(basic.AnsibleModule, "log", lambda _self, msg, log_args=None: logged.append(msg))
+    kubeconfig = {"users": [{"name": "u", "user": {"exec": {"command": "x", "args": ["--token", "s3cr3t-arg"],
+                                                            "env": [{"name": "T", "value": "s3cr3t-env"}]}}}]}
+    with patch_module_args({"name": "gpu-node-1", "kubeconfig": kubeconfig}):
+        module = K8sModule(argument_spec=argument_spec())
+    assert {"s3cr3t-arg", "s3cr3t-env"} <= module.no_log_values
+    assert logged and all("s3cr3t" not in message for message in logged)
 
 
 # --- generated options through the real modules --------------------------------------------------
