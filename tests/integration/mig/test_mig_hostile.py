@@ -155,7 +155,8 @@ def test_the_action_plugin_refuses_an_alias_bomb_on_the_controller(node, tmp_pat
     assert done.returncode != 0
     assert "aliases are expanded" in done.stdout and "lol" not in done.stdout, done.stdout[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 400 * 1024  # the whole ansible process tree
+    # The largest process of the ansible run (its controller measured about 60 MB).
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < MEMORY_LIMIT_MB * 1024
 
 
 # --- generated configs through the module ----------------------------------------------------------
