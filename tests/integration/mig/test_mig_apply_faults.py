@@ -17,9 +17,14 @@ from typing import Any, Dict, List, Optional
 import gpuops_sim.nvml
 import pytest
 
-from conftest import MUTATING
 
 
+# The mutating NVML calls (as the harness of conftest.py counts them).
+MUTATING = (
+    "nvmlDeviceSetMigMode", "nvmlDeviceCreateGpuInstance", "nvmlDeviceCreateGpuInstanceWithPlacement",
+    "nvmlGpuInstanceCreateComputeInstance", "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+    "nvmlGpuInstanceDestroy", "nvmlComputeInstanceDestroy",
+)
 # Every call of the module's run, not only those of the apply, with the release profile.
 RELEASE = os.environ.get("GPUOPS_HYPOTHESIS_PROFILE") == "release"
 A100 = "NVIDIA A100-SXM4-40GB"

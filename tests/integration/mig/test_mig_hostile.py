@@ -23,8 +23,14 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from conftest import MUTATING, ROOT
 
+ROOT = Path(__file__).resolve().parents[3]
+# The mutating NVML calls (as the harness of conftest.py counts them).
+MUTATING = (
+    "nvmlDeviceSetMigMode", "nvmlDeviceCreateGpuInstance", "nvmlDeviceCreateGpuInstanceWithPlacement",
+    "nvmlGpuInstanceCreateComputeInstance", "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+    "nvmlGpuInstanceDestroy", "nvmlComputeInstanceDestroy",
+)
 A100 = "NVIDIA A100-SXM4-40GB"
 SECRET = "s3cr3t-line-of-the-file"
 MEMORY_LIMIT_MB = 200
