@@ -17,8 +17,6 @@ from typing import Any, Dict, List, Optional
 import gpuops_sim.nvml
 import pytest
 
-
-
 # The mutating NVML calls (as the harness of conftest.py counts them).
 MUTATING = (
     "nvmlDeviceSetMigMode", "nvmlDeviceCreateGpuInstance", "nvmlDeviceCreateGpuInstanceWithPlacement",
