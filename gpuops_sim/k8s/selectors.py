@@ -12,9 +12,19 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+# \Z, not $: $ also matches before a final newline, which the apiserver refuses.
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
+
+
+def label_key_valid(key: object) -> bool:
+    """A label, annotation or taint key as the apiserver validates it (qualified name)."""
+    return isinstance(key, str) and bool(_LABEL_KEY.match(key)) and len(key.rpartition("/")[0]) <= 253
+
+
+def label_value_valid(value: object) -> bool:
+    return isinstance(value, str) and bool(_LABEL_VALUE.match(value))
 
 
 class SelectorError(ValueError):

@@ -55,7 +55,8 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 from gpuops_sim.k8s.discovery import Registry, ResourceType
 from gpuops_sim.k8s.patch import PatchError, apply_patch
-from gpuops_sim.k8s.selectors import (FieldSelector, LabelSelector, SelectorError, compile_label_selector,
+from gpuops_sim.k8s.selectors import (FieldSelector, LabelSelector, SelectorError, compile_label_selector, label_key_valid,
+                                      label_value_valid,
                                       fields_match, labels_match, parse_field_selector, parse_label_selector)
 
 Obj = dict[str, Any]
@@ -64,7 +65,9 @@ Key = tuple[str, str]  # (namespace or "", name)
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_ANNOTATIONS_SIZE_LIMIT = 256 * 1024
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -595,6 +598,7 @@ class Store:
                               "consist of lower case alphanumeric characters, '-' or '.', and must start and end with an "
                               "alphanumeric character")
             self._check_namespace(rt, ns)
+            self._validate_fields(rt, name, new)
             if name in self._bucket(rt).get(ns, {}):
                 raise already_exists(rt, name)
             new["apiVersion"] = rt.api_version
@@ -621,6 +625,37 @@ class Store:
                 return new
             self._commit(rt, ns, name, new, "ADDED", None)
             return clone(new)
+
+    @staticmethod
+    def _validate_fields(rt: ResourceType, name: str, obj: Obj) -> None:
+        """What the apiserver validates on every write of any object: label and annotation keys and
+        values; for nodes, the taints."""
+        meta = obj.get("metadata") or {}
+        for key, value in (meta.get("labels") or {}).items():
+            if not label_key_valid(key):
+                raise invalid(rt, name, "metadata.labels", f"Invalid value: {key!r}: name part must consist of alphanumeric "
+                              "characters, '-', '_' or '.', and must start and end with an alphanumeric character")
+            if not label_value_valid(value):
+                raise invalid(rt, name, "metadata.labels", f"Invalid value: {value!r}: a valid label must be an empty string "
+                              "or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                              "alphanumeric character")
+        annotations = meta.get("annotations") or {}
+        for key in annotations:
+            if not label_key_valid(key):
+                raise invalid(rt, name, "metadata.annotations", f"Invalid value: {key!r}: name part must consist of "
+                              "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")
+        if sum(len(str(k)) + len(str(v)) for k, v in annotations.items()) > _ANNOTATIONS_SIZE_LIMIT:
+            raise invalid(rt, name, "metadata.annotations", "Too long: must have at most 262144 bytes", "FieldValueTooLong")
+        if rt.plural == "nodes":
+            for index, taint in enumerate((obj.get("spec") or {}).get("taints") or []):
+                where = f"spec.taints[{index}]"
+                if not isinstance(taint, dict) or not label_key_valid(taint.get("key")):
+                    raise invalid(rt, name, where + ".key", "Invalid value: the key must be a qualified name")
+                if taint.get("value") not in (None, "") and not label_value_valid(taint.get("value")):
+                    raise invalid(rt, name, where + ".value", f"Invalid value: {taint.get('value')!r}: a valid label value")
+                if taint.get("effect") not in _TAINT_EFFECTS:
+                    raise invalid(rt, name, where + ".effect", f"Unsupported value: {taint.get('effect')!r}",
+                                  "FieldValueNotSupported")
 
     def _defaults(self, rt: ResourceType, obj: Obj) -> None:
         if rt.group:
@@ -717,6 +752,7 @@ class Store:
             else:
                 meta.pop(kept, None)
         fill_zero_values(rt.key, new)
+        self._validate_fields(rt, name, new)
         spec_changed = any(new.get(k) != old.get(k) for k in set(new) | set(old) if k not in ("metadata", "status", "apiVersion", "kind"))
         meta["generation"] = old_meta.get("generation", 1) + (1 if spec_changed else 0)
         if dry_run:

@@ -19,6 +19,10 @@ from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import (
+    SpecError, excerpt, load_config_text, read_config_file,
+)
+
 try:
     import yaml
     HAS_YAML = True
@@ -35,17 +39,19 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
 
     def _read_document(self, path):
-        try:
-            with open(path, "r") as handle:
-                text = handle.read()
-        except (IOError, OSError) as exc:
-            raise AnsibleActionFail("config_file: cannot read %s: %s" % (path, to_native(exc)))
+        """The document of ``path``, within the bounds of module_utils/mig/spec.py: a regular file of
+        limited size, UTF-8, its aliases, nesting and integers bounded. The node gets the document
+        parsed here, so an alias bomb never reaches it expanded; no message quotes the file."""
         if not HAS_YAML:
             raise AnsibleActionFail("PyYAML is required on the controller to read %s" % path)
+        if path == DEFAULT_CONFIG_FILE:
+            # The collection's own file, checked by its tests: the fast path every host's task takes.
+            with open(path, "r") as handle:
+                return yaml.load(handle.read(), Loader=SAFE_LOADER)  # nosec B506 - a safe loader
         try:
-            return yaml.load(text, Loader=SAFE_LOADER)  # nosec B506 - a safe loader
-        except yaml.YAMLError as exc:
-            raise AnsibleActionFail("config_file %s: malformed YAML: %s" % (path, to_native(exc)))
+            return load_config_text(read_config_file(path), "config_file %s" % excerpt(path))
+        except SpecError as exc:
+            raise AnsibleActionFail(to_native(exc))
 
     @staticmethod
     def _only_selected(document, name):
@@ -81,8 +87,9 @@ class ActionModule(ActionBase):
         elif args.get("config_file") and not remote_src:
             try:
                 source = self._find_needle("files", to_text(args["config_file"]))
-            except AnsibleError as exc:
-                raise AnsibleActionFail("config_file: %s" % to_native(exc))
+            except AnsibleError:
+                raise AnsibleActionFail("config_file: %s not found (searched the files/ directories of the role and "
+                                        "playbook, then the path as given)" % excerpt(args["config_file"]))
         if source is not None:
             args["config"] = self._read_document(source)
             args.pop("config_file", None)

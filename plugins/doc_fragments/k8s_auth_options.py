@@ -16,7 +16,9 @@ options:
       - Path to a kubeconfig file, or a kubeconfig as a dictionary.
       - If no O(kubeconfig), O(context) or O(host) with credentials is given, the in-cluster service account is tried, then
         the default kubeconfig (C(~/.kube/config), or the files named by the E(KUBECONFIG) environment variable).
-      - The tokens, passwords, client secrets and private keys of a kubeconfig dictionary are never logged.
+      - The tokens, passwords, client secrets and private keys of a kubeconfig dictionary, its C(auth-provider) config,
+        and its C(exec) plugin's C(args) and C(env) values are never logged (arguments and values shorter than three
+        characters excepted).
       - Can also be set with the E(K8S_AUTH_KUBECONFIG) environment variable.
     type: raw
   context:
@@ -26,7 +28,8 @@ options:
     type: str
   host:
     description:
-      - URL of the API server. Overrides the server of the kubeconfig.
+      - URL of the API server (C(https://) or C(http://), with a host). Overrides the server of the kubeconfig.
+      - A malformed URL fails at once, before any request; it is never retried.
       - With O(api_key) or O(client_cert) and O(client_key) no kubeconfig is read at all.
       - Can also be set with the E(K8S_AUTH_HOST) environment variable.
     type: str
@@ -64,7 +67,8 @@ options:
     aliases: [key_file]
   proxy:
     description:
-      - URL of an HTTP proxy to reach the API server through. E(HTTPS_PROXY) and friends are not read.
+      - URL of an HTTP proxy (or C(socks5://)) to reach the API server through; else the kubeconfig's C(proxy-url).
+      - E(HTTPS_PROXY), E(HTTP_PROXY), E(ALL_PROXY) and E(NO_PROXY) are not read, as with C(kubernetes.core).
       - Can also be set with the E(K8S_AUTH_PROXY) environment variable.
     type: str
   no_proxy:

@@ -107,6 +107,9 @@ class Nvml:
 
     def __init__(self) -> None:
         self.lib = pynvml
+        #: Indexes of the GPUs that a mutating NVML call succeeded on: what apply reports as changed,
+        #: whatever failed after it.
+        self.mutated: set = set()
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -125,6 +128,12 @@ class Nvml:
                 return None
             raise
 
+    def mutate(self, index: int, step: str, function: Callable[..., Any], *args: Any) -> Any:
+        """A mutating call: as :meth:`call`, and GPU ``index`` counts as changed once it succeeded."""
+        result = self.call(step, function, *args)
+        self.mutated.add(index)
+        return result
+
     def close(self) -> None:
         try:
             self.lib.nvmlShutdown()
@@ -140,6 +149,12 @@ class Nvml:
         return int(self.call("nvmlDeviceGetCount", self.lib.nvmlDeviceGetCount))
 
     def versions(self) -> Dict[str, str]:
+        try:
+            return self._versions()
+        except self.lib.NVMLError as exc:
+            raise NvmlCallError("reading the driver, CUDA and NVML versions", _code(exc), str(exc))
+
+    def _versions(self) -> Dict[str, str]:
         driver = _text(self.call("nvmlSystemGetDriverVersion", self.lib.nvmlSystemGetDriverVersion))
         nvml_version = _text(self.try_call(self.lib.nvmlSystemGetNVMLVersion, skip=(ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND)) or "")
         cuda = self.try_call(self.lib.nvmlSystemGetCudaDriverVersion, skip=(ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND))
@@ -149,7 +164,10 @@ class Nvml:
     def mig_mode(self, index: int) -> Optional[Tuple[bool, bool]]:
         """(current, pending), or None for a GPU that is not MIG-capable."""
         handle = self.handle(index)
-        mode = self.try_call(self.lib.nvmlDeviceGetMigMode, handle, skip=(ERROR_NOT_SUPPORTED,))
+        try:
+            mode = self.try_call(self.lib.nvmlDeviceGetMigMode, handle, skip=(ERROR_NOT_SUPPORTED,))
+        except self.lib.NVMLError as exc:
+            raise NvmlCallError("GPU %d: nvmlDeviceGetMigMode" % index, _code(exc), str(exc))
         if mode is None:
             return None
         return bool(mode[0]), bool(mode[1])
@@ -403,7 +421,7 @@ class Nvml:
         """nvmlDeviceSetMigMode; returns the activation status (pynvml returns it, never raises on it)."""
         handle = self.handle(index)
         mode = self.lib.NVML_DEVICE_MIG_ENABLE if enabled else self.lib.NVML_DEVICE_MIG_DISABLE
-        return int(self.call("GPU %d: nvmlDeviceSetMigMode(%d)" % (index, mode), self.lib.nvmlDeviceSetMigMode, handle, mode))
+        return int(self.mutate(index, "GPU %d: nvmlDeviceSetMigMode(%d)" % (index, mode), self.lib.nvmlDeviceSetMigMode, handle, mode))
 
     def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
         """Destroy the compute instances of GPU instance ``gi_id``, then the GPU instance."""
@@ -412,8 +430,8 @@ class Nvml:
         gi = self.call("GPU %d: nvmlDeviceGetGpuInstanceById(%d)" % (index, gi_id), lib.nvmlDeviceGetGpuInstanceById, handle, gi_id)
         cis = self.call("GPU %d: listing the compute instances of GI %d" % (index, gi_id), self._compute_instances, gi)
         for ci, ci_info, _slices in cis:
-            self.call("GPU %d: nvmlComputeInstanceDestroy(GI %d, CI %d)" % (index, gi_id, ci_info.id), lib.nvmlComputeInstanceDestroy, ci)
-        self.call("GPU %d: nvmlGpuInstanceDestroy(GI %d)" % (index, gi_id), lib.nvmlGpuInstanceDestroy, gi)
+            self.mutate(index, "GPU %d: nvmlComputeInstanceDestroy(GI %d, CI %d)" % (index, gi_id, ci_info.id), lib.nvmlComputeInstanceDestroy, ci)
+        self.mutate(index, "GPU %d: nvmlGpuInstanceDestroy(GI %d)" % (index, gi_id), lib.nvmlGpuInstanceDestroy, gi)
 
     def create_gpu_instance(self, index: int, profile_id: int, placement: Placement) -> int:
         """Create a GPU instance at an explicit placement; return its ID."""
@@ -423,7 +441,7 @@ class Nvml:
         c_placement = lib.c_nvmlGpuInstancePlacement_t()
         c_placement.start = placement.start
         c_placement.size = placement.size
-        gi = self.call(where, lib.nvmlDeviceCreateGpuInstanceWithPlacement, handle, profile_id, ctypes.byref(c_placement))
+        gi = self.mutate(index, where, lib.nvmlDeviceCreateGpuInstanceWithPlacement, handle, profile_id, ctypes.byref(c_placement))
         return int(self.call("GPU %d: nvmlGpuInstanceGetInfo" % index, lib.nvmlGpuInstanceGetInfo, gi).id)
 
     def create_full_compute_instance(self, index: int, gi_id: int, slices: int) -> int:
@@ -437,8 +455,8 @@ class Nvml:
             info = self.try_call(lib.nvmlGpuInstanceGetComputeInstanceProfileInfo, gi, enum, 0)
             if info is None or int(info.sliceCount) not in (0, slices):
                 continue
-            ci = self.call("GPU %d: nvmlGpuInstanceCreateComputeInstance(GI %d, profile %d)" % (index, gi_id, info.id),
-                           lib.nvmlGpuInstanceCreateComputeInstance, gi, info.id)
+            ci = self.mutate(index, "GPU %d: nvmlGpuInstanceCreateComputeInstance(GI %d, profile %d)" % (index, gi_id, info.id),
+                             lib.nvmlGpuInstanceCreateComputeInstance, gi, info.id)
             return int(self.call("GPU %d: nvmlComputeInstanceGetInfo" % index, lib.nvmlComputeInstanceGetInfo, ci).id)
         raise NvmlCallError("GPU %d: GPU instance %d offers no %d-slice compute instance profile" % (index, gi_id, slices),
                             ERROR_NOT_SUPPORTED, "Not Supported")

@@ -21,6 +21,13 @@ description:
   - An eviction refused by a PodDisruptionBudget (HTTP 429) is retried with backoff until O(timeout). Then the module
     fails, naming each blocked pod and the budgets that blocked it, and leaves the node as it is. Only with O(force)
     (and a O(force_reason)) are the still-blocked pods deleted after O(timeout).
+  - Like C(kubectl drain), it refuses by default to evict a pod that no controller re-creates (a bare pod) and a pod
+    with an C(emptyDir) volume, whose data goes with it; O(delete_bare_pods) and O(delete_emptydir_data) allow them.
+    Pods that already ended are no loss and are never refused. Before the first eviction, the PodDisruptionBudgets of
+    the selected pods are read, and while a budget with healthy pods among them allows no disruption at all
+    (C(status.disruptionsAllowed) 0), the budgets are read again until it allows one or O(timeout) passes; then the
+    module fails having evicted nothing, rather than leave the node half drained. A budget that allows one disruption
+    lets the evictions start; its further pods go as their replacements become ready, as with C(kubectl drain). A refusal lists every pod and budget at fault in one message.
   - This module never cordons or taints the node. Fence the node first with M(gpuops.nvidia.k8s_node_taint)
     (O(gpuops.nvidia.k8s_node_taint#module:cordon=true) and a C(NoSchedule) taint), or evicted pods may be scheduled
     back onto it; the module warns when the node is not fenced.
@@ -134,6 +141,19 @@ options:
     description:
       - Why forcing is acceptable. Required with O(force=true); shown in the warning the module emits.
     type: str
+  delete_bare_pods:
+    description:
+      - Evict pods that no controller manages (no C(ownerReferences) entry with C(controller=true)). Such a pod is gone
+        for good once evicted. C(kubectl drain) asks for C(--force) for them.
+      - By default the module fails, evicting nothing, when a selected pod is one.
+    type: bool
+    default: false
+  delete_emptydir_data:
+    description:
+      - Evict pods with C(emptyDir) volumes, whose data is deleted with the pod (C(kubectl drain --delete-emptydir-data)).
+      - By default the module fails, evicting nothing, when a selected pod has one.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - gpuops.nvidia.k8s_auth_options
   - gpuops.nvidia.k8s_auth_options.ACTION_GROUP
@@ -229,6 +249,24 @@ blocked:
       uid: 77aa1b2c-3d4e-4f5a-b6c7-d8e9f0a1b2c3
       pdbs: [serve]
       message: Cannot evict pod as it would violate the pod's disruption budget.
+refused:
+  description:
+    - Selected pods refused by the drain safety rules, each with its C(problems); nothing was evicted.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - namespace: ml
+      name: scratch
+      uid: 1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f
+      problems: ["bare pod: no controller re-creates it (delete_bare_pods allows it)"]
+pdb_shortfalls:
+  description:
+    - PodDisruptionBudgets that could not cover the node's selected pods before the first eviction; nothing was evicted.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"namespace": "ml", "name": "serve", "disruptions_allowed": 0, "pods": ["ml/serve-0"]}]
 remaining:
   description: Selected pods still on the node at the end (empty on success).
   returned: always
@@ -254,18 +292,16 @@ scope:
   sample: gpu
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import (
     SCOPES,
     EvacuationRequest,
     evacuate,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule, NODE_CHOICE, argument_spec, run
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = K8sModule(
         argument_spec=argument_spec(
             per_node={
                 "scope": {"type": "str", "choices": list(SCOPES), "default": "gpu"},
@@ -280,6 +316,8 @@ def main() -> None:
             poll_interval={"type": "float", "default": 2.0},
             force={"type": "bool", "default": False},
             force_reason={"type": "str"},
+            delete_bare_pods={"type": "bool", "default": False},
+            delete_emptydir_data={"type": "bool", "default": False},
         ),
         required_if=[("force", True, ["force_reason"])],
         supports_check_mode=True,
@@ -300,6 +338,8 @@ def main() -> None:
             poll_interval=params["poll_interval"],
             force=params["force"],
             force_reason=params["force_reason"],
+            delete_bare_pods=params["delete_bare_pods"],
+            delete_emptydir_data=params["delete_emptydir_data"],
         )
         return evacuate(client, request, module.check_mode)
 

@@ -175,9 +175,7 @@ waited_for:
   sample: ["gpu-operator/nvidia-device-plugin-daemonset-x7k2p"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule, NODE_CHOICE, argument_spec, run
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     change_node,
     label_patch,
@@ -189,7 +187,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import wait
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = K8sModule(
         argument_spec=argument_spec(
             per_node={
                 "labels": {"type": "dict", "default": {}},

@@ -242,9 +242,7 @@ conflicts_retried:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule, NODE_CHOICE, argument_spec, run
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     TAINT_EFFECTS,
     change_node,
@@ -259,7 +257,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = K8sModule(
         argument_spec=argument_spec(
             per_node={
                 "taints": {

@@ -224,13 +224,11 @@ matched:
   sample: ["allocatable[nvidia.com/mig-1g.5gb]", "ready"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import (
     RESOURCE_MATCHES,
     NodeConditions,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import NODE_CHOICE, argument_spec, run
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule, NODE_CHOICE, argument_spec, run
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import wait_for_node, wait_for_nodes
 
 
@@ -247,7 +245,7 @@ def conditions_of(params):
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = K8sModule(
         argument_spec=argument_spec(
             per_node={
                 "allocatable": {"type": "dict", "default": {}},

@@ -32,6 +32,7 @@ options:
     description:
       - The mig-parted v1 document itself, as a dictionary (or as YAML text).
       - Mutually exclusive with O(config_file).
+      - Bounded as a config file is (see O(config_file)).
     type: raw
   config_file:
     description:
@@ -39,6 +40,10 @@ options:
       - Read on the controller (a relative path is searched like M(ansible.builtin.copy)'s C(src), in the role's or
         playbook's C(files/) directory) unless O(remote_src=true), then on the managed node.
       - Mutually exclusive with O(config).
+      - A regular file (not a FIFO, a device or a directory) of at most 1 MiB of UTF-8 text without NUL bytes. YAML
+        aliases are allowed as long as the document they expand to has at most 100,000 nodes; nesting is limited to 32
+        levels, integers to 20 digits. Errors never quote the file's content. See the config format's limits in the
+        collection's docs.
     type: path
   remote_src:
     description:
@@ -409,7 +414,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reset_blockers i
     DEFAULT_BLOCKING_KERNEL_MODULES, DEFAULT_BLOCKING_SERVICES,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import (
-    SpecError, load_spec_text, parse_devices_option, parse_spec,
+    SpecError, excerpt, load_spec_text, parse_devices_option, parse_spec, read_config_file,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import (
     HAS_PYNVML, PYNVML_IMPORT_ERROR, NvmlCallError, NvmlUnavailable, open_nvml,
@@ -423,12 +428,9 @@ def load_document(params):
             return load_spec_text(params["config"], "config")
         return parse_spec(params["config"])
     if params["config_file"]:
-        try:
-            with open(params["config_file"], "r") as handle:
-                text = handle.read()
-        except (IOError, OSError) as exc:
-            raise SpecError("config_file: cannot read %s: %s" % (params["config_file"], exc))
-        return load_spec_text(text, "config_file %s" % params["config_file"])
+        # A regular file, read with a bound; no message quotes what it holds.
+        text = read_config_file(params["config_file"])
+        return load_spec_text(text, "config_file %s" % excerpt(params["config_file"]))
     raise SpecError("config or config_file is required (the action plugin supplies the default named configs)")
 
 
@@ -563,13 +565,22 @@ def run(module, nvml, spec):
     for message in applied.messages:
         module.warn(message)
     result.update(
+        changed=applied.changed,
         changed_gpus=applied.changed_gpus,
         modes=[m.to_dict() for m in applied.modes],
         reset_required=applied.reset_required,
         reboot_required=applied.reboot_required,
     )
-    # Read again: the devices the change left.
-    exit_with(module, result, lambda: mig_devices(nvml.read_node().gpus))
+
+    def read_devices():
+        # Read again: the devices the change left. The change is done: a failed read says so.
+        try:
+            return mig_devices(nvml.read_node().gpus)
+        except NvmlCallError as exc:
+            module.fail_json(msg="the change was applied, but reading the GPUs back through NVML failed: %s" % exc,
+                             **dict(result, mig_devices=[]))
+
+    exit_with(module, result, read_devices)
 
 
 def main() -> None:
@@ -613,7 +624,7 @@ def main() -> None:
     try:
         run(module, nvml, spec)
     except NvmlCallError as exc:
-        module.fail_json(msg="reading the GPUs through NVML failed: %s" % exc)
+        module.fail_json(msg="reading the GPUs through NVML failed: %s" % exc, changed=False, changed_gpus=[])
     finally:
         nvml.close()
 

@@ -20,7 +20,7 @@ import os
 import re
 import time
 from typing import Any, Callable, Iterator, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 try:
     import kubernetes
@@ -154,7 +154,9 @@ def resolve_auth(params: Mapping[str, Any], environ: Mapping[str, str]) -> dict[
         elif name == "kubeconfig" and isinstance(value, str):
             value = os.path.expanduser(value)
         elif name == "host":
-            value = str(value).rstrip("/")
+            value = validate_url(str(value), source, HOST_SCHEMES).rstrip("/")
+        elif name == "proxy":
+            value = validate_url(str(value), source, PROXY_SCHEMES)
         auth[name] = value
     auth.setdefault("validate_certs", True)
 
@@ -176,25 +178,92 @@ def resolve_auth(params: Mapping[str, Any], environ: Mapping[str, str]) -> dict[
     return auth
 
 
-_SECRET_KEY = re.compile(r"token|secret|password|key-data|^key$", re.IGNORECASE)
+HOST_SCHEMES = ("http", "https")
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+_URL_TEXT_LIMIT = 2048
+
+
+def validate_url(value: str, where: str, schemes: tuple[str, ...]) -> str:
+    """``value`` if it is an absolute URL with one of ``schemes``, a host and a valid port.
+
+    A malformed URL is a configuration error: it fails at once, never retried as if transient.
+    """
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    problem = None
+    if len(value) > _URL_TEXT_LIMIT:
+        problem = "is longer than {0} characters".format(_URL_TEXT_LIMIT)
+    elif any(ord(char) < 33 or ord(char) == 127 for char in value):
+        problem = "contains whitespace or control characters"
+    else:
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+            hostname = parts.hostname
+        except ValueError as error:
+            problem = "is not a valid URL ({0})".format(error)
+        else:
+            if parts.scheme.lower() not in schemes:
+                problem = "must start with {0}".format(" or ".join(scheme + "://" for scheme in schemes))
+            elif not hostname:
+                problem = "names no host"
+            elif port is not None and not 0 < port < 65536:
+                problem = "has an invalid port"
+            elif parts.query or parts.fragment:
+                problem = "must not have a query or fragment"
+    if problem:
+        raise K8sError("{0}: {1!r} {2}".format(where, shown, problem))
+    return value
+
+
+# Keys whose values are secrets wherever they appear in a kubeconfig dictionary.
+_SECRET_KEY = re.compile(r"token|secret|password|key-data|^key$|credential|cookie|^config$", re.IGNORECASE)
+# Ansible masks a secret wherever the string appears in the output. An exec plugin's shorter
+# arguments and values ("-o", "1") are flags, not secrets: masking them would garble the output.
+_MIN_EXEC_SECRET_LENGTH = 3
 
 
 def kubeconfig_secrets(kubeconfig: Any) -> list[str]:
-    """The secret strings of a kubeconfig dictionary (tokens, passwords, private keys)."""
+    """The secret strings of a kubeconfig dictionary, to mask in every output of the module.
+
+    Tokens, passwords, private keys and client certificates; the whole ``auth-provider`` config;
+    an ``exec`` plugin's arguments and the values of its environment (both commonly carry
+    credentials or names of secrets).
+    """
     found: list[str] = []
 
-    def walk(node: Any, key: str = "") -> None:
+    def strings(node: Any) -> Iterator[str]:
         if isinstance(node, Mapping):
-            for child_key, child in node.items():
-                walk(child, str(child_key))
+            for child in node.values():
+                yield from strings(child)
         elif isinstance(node, list):
             for child in node:
-                walk(child, key)
-        elif isinstance(node, str) and node and _SECRET_KEY.search(key):
-            found.append(node)
+                yield from strings(child)
+        elif isinstance(node, str):
+            yield node
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            yield str(node)
+
+    def walk(node: Any, key: str = "", depth: int = 0) -> None:
+        if depth > 32:
+            return
+        if key in ("auth-provider", "args") or (key == "env" and isinstance(node, list)) or (key and _SECRET_KEY.search(key)):
+            if key == "env":
+                values = [value for item in node if isinstance(item, Mapping) for value in strings(item.get("value"))]
+                found.extend(value for value in values if len(value) >= _MIN_EXEC_SECRET_LENGTH)
+            elif key == "args":
+                found.extend(value for value in strings(node) if len(value) >= _MIN_EXEC_SECRET_LENGTH)
+            else:
+                found.extend(strings(node))
+            return
+        if isinstance(node, Mapping):
+            for child_key, child in node.items():
+                walk(child, str(child_key), depth + 1)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child, key, depth + 1)
 
     walk(kubeconfig)
-    return found
+    return sorted({secret for secret in found if secret})
 
 
 def has_direct_credentials(auth: Mapping[str, Any]) -> bool:
@@ -241,6 +310,10 @@ class Deadline:
 
 
 def is_connection_error(error: BaseException) -> bool:
+    if isinstance(error, (ValueError, TypeError, AssertionError)):
+        # A URL that cannot be parsed, an unknown scheme (urllib3's LocationValueError and
+        # ProxySchemeUnknown): configuration, which another attempt cannot fix.
+        return False
     if HAS_KUBERNETES and isinstance(error, urllib3.exceptions.HTTPError):
         # SSL failures are configuration errors, not transient ones.
         return not isinstance(error, urllib3.exceptions.SSLError) and not _caused_by_ssl(error)
@@ -397,6 +470,10 @@ def build_configuration(auth: Mapping[str, Any]) -> Any:
     in-cluster service account, then the default kubeconfig.
     """
     configuration = kubernetes.client.Configuration()
+    # Proxy environment variables (HTTPS_PROXY, NO_PROXY...) are not read, as with
+    # kubernetes.core: a proxy is the kubeconfig's proxy-url or the proxy option.
+    configuration.proxy = None
+    configuration.no_proxy = None
     kubeconfig = auth.get("kubeconfig")
     context = auth.get("context")
     try:
@@ -417,6 +494,10 @@ def build_configuration(auth: Mapping[str, Any]) -> Any:
 
     if auth.get("host"):
         configuration.host = auth["host"]
+    else:
+        validate_url(str(configuration.host or ""), "the server of the Kubernetes configuration", HOST_SCHEMES)
+    if configuration.proxy and not auth.get("proxy"):
+        validate_url(str(configuration.proxy), "the proxy-url of the Kubernetes configuration", PROXY_SCHEMES)
     if auth.get("api_key"):
         configuration.api_key = {"authorization": "Bearer " + auth["api_key"]}
         configuration.api_key_prefix = {}

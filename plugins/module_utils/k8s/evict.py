@@ -33,7 +33,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
     describe_error,
     is_retryable,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import read_node
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import read_node, validate_node_name
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import ListWatch, wait_until
 
 SCOPES = ("all", "gpu", "devices")
@@ -262,6 +262,110 @@ def pdb_names_from_refusal(body: Mapping[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Drain safety, as kubectl drain decides it (pure)
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def is_terminal(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in TERMINAL_PHASES
+
+
+def controller_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("controller"):
+            return owner
+    return None
+
+
+def emptydir_volumes(pod: Mapping[str, Any]) -> list[str]:
+    return sorted(str(volume.get("name")) for volume in (pod.get("spec") or {}).get("volumes") or []
+                  if isinstance(volume, Mapping) and "emptyDir" in volume)
+
+
+def drain_refusals(targets: Iterable[Mapping[str, Any]], delete_bare_pods: bool, delete_emptydir_data: bool) -> list[dict[str, Any]]:
+    """The targets ``kubectl drain`` would refuse without ``--force`` / ``--delete-emptydir-data``.
+
+    A pod without a controller (no ownerReference with ``controller: true``) is never re-created
+    once evicted; the data of an ``emptyDir`` volume is deleted with its pod. A pod that already
+    ended is no loss, as kubectl sees it too.
+    """
+    refused = []
+    for target in targets:
+        pod = target["pod"]
+        if is_terminal(pod):
+            continue
+        problems = []
+        if not delete_bare_pods and controller_of(pod) is None:
+            problems.append("bare pod: no controller re-creates it (delete_bare_pods allows it)")
+        volumes = emptydir_volumes(pod) if not delete_emptydir_data else []
+        if volumes:
+            problems.append("emptyDir volume(s) {0}: their data would be deleted (delete_emptydir_data allows it)".format(
+                ", ".join(volumes)))
+        if problems:
+            refused.append(dict(_public(target), problems=problems, emptydir=volumes))
+    return refused
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running":
+        return False
+    return any(condition.get("type") == "Ready" and condition.get("status") == "True" for condition in status.get("conditions") or [])
+
+
+def pdb_shortfalls(targets: Iterable[Mapping[str, Any]], pdbs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The budgets that block the node's drain: those that allow no disruption at all
+    (``status.disruptionsAllowed`` 0) while some of their healthy pods are among the targets.
+
+    A budget that allows at least one disruption lets the drain go on, one pod at a time as its
+    replacements become ready elsewhere, as ``kubectl drain`` does: refusing it because more of its
+    pods are on the node than it allows at once would refuse the common Deployment of several
+    replicas behind a ``maxUnavailable: 1`` budget. Only healthy (Running and Ready) pods use up a
+    budget, as the API server counts them; a budget whose status the disruption controller has not
+    written yet is left to the API server.
+    """
+    targets = list(targets)
+    shortfalls = []
+    for pdb in pdbs:
+        metadata = pdb.get("metadata") or {}
+        status = pdb.get("status") or {}
+        allowed = status.get("disruptionsAllowed")
+        if not isinstance(allowed, int) or isinstance(allowed, bool):
+            continue
+        selector = (pdb.get("spec") or {}).get("selector")
+        covered = [target for target in targets
+                   if (target["pod"].get("metadata") or {}).get("namespace") == metadata.get("namespace")
+                   and is_ready(target["pod"])
+                   and selector_matches(selector, (target["pod"].get("metadata") or {}).get("labels") or {})]
+        if covered and allowed < 1:
+            shortfalls.append({
+                "namespace": metadata.get("namespace"),
+                "name": metadata.get("name"),
+                "disruptions_allowed": allowed,
+                "pods": sorted(pod_label(target["pod"]) for target in covered),
+            })
+    return sorted(shortfalls, key=lambda entry: (str(entry["namespace"]), str(entry["name"])))
+
+
+def drain_safety_message(node: str, refused: list[dict[str, Any]], shortfalls: list[dict[str, Any]]) -> str:
+    parts = []
+    bare = ["{0}/{1}".format(entry["namespace"], entry["name"]) for entry in refused if entry["problems"][0].startswith("bare")]
+    if bare:
+        parts.append("{0} bare pod(s), which no controller re-creates (delete_bare_pods allows them): {1}".format(
+            len(bare), ", ".join(bare)))
+    local = ["{0}/{1} ({2})".format(entry["namespace"], entry["name"], ", ".join(entry["emptydir"])) for entry in refused if entry["emptydir"]]
+    if local:
+        parts.append("{0} pod(s) with emptyDir volumes, whose data would be deleted (delete_emptydir_data allows them): {1}".format(
+            len(local), ", ".join(local)))
+    parts.extend(
+        "{0} blocked by PodDisruptionBudget {1}: it allows {2} disruption(s) and {3} of its pods are on the node".format(
+            ", ".join(entry["pods"]), entry["name"], entry["disruptions_allowed"], len(entry["pods"]))
+        for entry in shortfalls)
+    return "nothing was evicted from node {0}: {1}".format(node, "; ".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------
 # Eviction (I/O)
 
 
@@ -280,6 +384,8 @@ class EvacuationRequest:
         poll_interval: float = 2.0,
         force: bool = False,
         force_reason: str | None = None,
+        delete_bare_pods: bool = False,
+        delete_emptydir_data: bool = False,
     ) -> None:
         if scope not in SCOPES:
             raise K8sError("scope: {0!r} is not one of {1}".format(scope, ", ".join(SCOPES)))
@@ -297,7 +403,10 @@ class EvacuationRequest:
                 raise K8sError("{0}: must be 0 or more seconds, got {1}".format(field, value))
         if poll_interval <= 0:
             raise K8sError("poll_interval: must be more than 0, got {0}".format(poll_interval))
+        validate_node_name(node, "name")
         self.node = node
+        self.delete_bare_pods = bool(delete_bare_pods)
+        self.delete_emptydir_data = bool(delete_emptydir_data)
         self.scope = scope
         if scope != "devices" and pod_devices is not None:
             raise K8sError("pod_devices: only used when scope is devices (scope is {0})".format(scope))
@@ -407,6 +516,22 @@ class _Evacuation:
                 self.last_errors.pop(uid, None)
         return list(pending.values())
 
+    def pdb_precheck(self, targets: list[dict[str, Any]], deadline: Deadline, wait: bool) -> list[dict[str, Any]]:
+        """The budgets that block the drain (pdb_shortfalls), re-read until none does or the deadline
+        passes (``wait``); an empty list means the evictions may start."""
+        namespaces = sorted({str(target["namespace"]) for target in targets})
+        attempt = 0
+        while True:
+            pdbs: list[dict[str, Any]] = []
+            for namespace in namespaces:
+                pdbs.extend(self.client.retry.run(lambda namespace=namespace: self.client.list_pdbs(namespace), deadline,
+                                                  "listing the PodDisruptionBudgets of namespace " + namespace))
+            shortfalls = pdb_shortfalls(targets, pdbs)
+            if not shortfalls or not wait or deadline.expired():
+                return shortfalls
+            attempt += 1
+            self.client.retry.wait(attempt, None, deadline)
+
     def force_delete(self, targets: list[dict[str, Any]], deadline: Deadline) -> None:
         for target in targets:
             def delete(target: dict[str, Any] = target) -> None:
@@ -447,6 +572,8 @@ def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -
         "forced": [],
         "blocked": [],
         "remaining": [],
+        "refused": [],
+        "pdb_shortfalls": [],
         "warnings": run.warnings,
     }
     if request.device_map is not None:
@@ -454,6 +581,24 @@ def evacuate(client: KubeClient, request: EvacuationRequest, check_mode: bool) -
         if not request.device_map["available"] and targets:
             run.warnings.append("which pod holds which device is unknown ({0}): every GPU pod of node {1} is evicted, "
                                 "{2} pod(s)".format(request.device_map["reason"], request.node, len(targets)))
+    refused = drain_refusals(targets, request.delete_bare_pods, request.delete_emptydir_data)
+    # With force, a budget that blocks is waited for, then its pods deleted, as before.
+    shortfalls = [] if request.force or not targets else run.pdb_precheck(targets, eviction_deadline, wait=not check_mode and not refused)
+    if refused or shortfalls:
+        blocked = {}
+        for entry in shortfalls:
+            for target in targets:
+                if pod_label(target["pod"]) in entry["pods"]:
+                    item = blocked.setdefault(target["uid"], dict(_public(target), pdbs=[], message=""))
+                    item["pdbs"].append(entry["name"])
+                    item["message"] = "PodDisruptionBudget {0} allows {1} disruption(s) and {2} of its pods are on the node".format(
+                        entry["name"], entry["disruptions_allowed"], len(entry["pods"]))
+        message = drain_safety_message(request.node, refused, shortfalls)
+        refused = [{key: value for key, value in entry.items() if key != "emptydir"} for entry in refused]
+        result.update(changed=False, refused=refused, pdb_shortfalls=shortfalls,
+                      blocked=sorted(blocked.values(), key=lambda entry: (entry["namespace"], entry["name"])),
+                      remaining=[_public(target) for target in targets])
+        raise K8sError(message, **result)
     if check_mode:
         would = [_public(target, "reason") for target in targets]
         removed = {pod_label(target["pod"]) for target in targets}

@@ -26,6 +26,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
     create_client,
     kubeconfig_secrets,
 )
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import validate_node_name
 
 #: Nodes of one batch worked on at once (each a thread with its own API connection); more queue.
 BATCH_WORKERS = 64
@@ -33,6 +34,19 @@ BATCH_WORKERS = 64
 NodeAction = Callable[[KubeClient, Mapping[str, Any]], dict]
 #: Works on every node of a batch at once; returns each node's result, or the K8sError it met.
 BatchAction = Callable[[KubeClient, list], dict]
+
+
+class K8sModule(AnsibleModule):
+    """AnsibleModule that knows a kubeconfig dictionary's secrets from the start.
+
+    They are registered as soon as the parameters are read, before the argument validation (whose
+    failure prints the invocation) and before the invocation is logged to the system journal.
+    """
+
+    def _load_params(self) -> None:
+        super()._load_params()
+        for secret in kubeconfig_secrets((self.params or {}).get("kubeconfig")):
+            self.no_log_values.add(secret)
 
 
 def argument_spec(per_node: Optional[dict[str, dict[str, Any]]] = None, **options: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +78,16 @@ def node_params(params: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str
     merged = {key: value for key, value in params.items() if key != "nodes"}
     merged.update({key: value for key, value in entry.items() if value is not None})
     return merged
+
+
+def validate_names(params: Mapping[str, Any]) -> None:
+    """Every node name, before any request: an empty name would read the node list instead of a
+    node, and select every unscheduled pod of the cluster (``spec.nodeName=``)."""
+    if params.get("nodes") is None:
+        validate_node_name(params.get("name"), "name")
+        return
+    for index, entry in enumerate(params["nodes"]):
+        validate_node_name(entry.get("name"), "nodes[{0}].name".format(index))
 
 
 def _failure(error: K8sError) -> dict[str, Any]:
@@ -137,6 +161,7 @@ def run(module: AnsibleModule, action: NodeAction, batch_action: Optional[BatchA
         module.no_log_values.add(secret)
     batch = module.params.get("nodes")
     try:
+        validate_names(module.params)
         client = create_client(module.params, connections=min(len(batch), BATCH_WORKERS) if batch else None)
         if batch is None:
             result = action(client, module.params)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import re
+import reprlib
 from typing import Any, Callable, Mapping
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
@@ -28,13 +29,51 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import (
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_NAME_PART = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# As the API server validates them. ``\Z``, not ``$``: ``$`` also matches before a final newline.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\Z")
+#: An annotation's value may be any text; the API server bounds all of a node's annotations together.
+ANNOTATIONS_SIZE_LIMIT = 256 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation (pure)
+
+
+def node_name_problem(name: Any) -> str | None:
+    """Why ``name`` is not a valid node name (an RFC 1123 subdomain), or None if it is."""
+    if not isinstance(name, str) or not name or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        return "must be a DNS subdomain (RFC 1123): at most 253 characters of [a-z0-9-.], starting and ending alphanumeric"
+    return None
+
+
+def validate_node_name(name: Any, field: str = "name") -> str:
+    problem = node_name_problem(name)
+    if problem:
+        raise K8sError("{0}: {1} {2}".format(field, excerpt(name), problem))
+    return name
+
+
+def excerpt(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: enough to recognise it, never a whole document."""
+    try:
+        if isinstance(value, str):
+            text = repr(value[:limit])
+        elif isinstance(value, int) and value.bit_length() > 256:
+            text = "an integer of {0} bits".format(value.bit_length())
+        else:
+            text = _EXCERPT.repr(value)
+    # A message must never fail on what it quotes.
+    except Exception:  # pylint: disable=broad-except
+        text = "a {0}".format(type(value).__name__)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel = 3
+_EXCERPT.maxstring = 60
+_EXCERPT.maxlong = 40
 
 
 def key_problem(key: Any) -> str | None:
@@ -44,9 +83,9 @@ def key_problem(key: Any) -> str | None:
     prefix, name = key.rpartition("/")[0::2]
     if "/" in key:
         if not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
-            return "prefix {0!r} must be a DNS subdomain of at most 253 characters".format(prefix)
+            return "prefix {0} must be a DNS subdomain of at most 253 characters".format(excerpt(prefix))
     if len(name) > 63 or not _NAME_PART.match(name):
-        return "name part {0!r} must be at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric".format(name)
+        return "name part {0} must be at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric".format(excerpt(name))
     return None
 
 
@@ -62,7 +101,7 @@ def as_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float, str)):
         return str(value)
-    raise K8sError("expected a string, got {0} {1!r}".format(type(value).__name__, value))
+    raise K8sError("expected a string, got {0} {1}".format(type(value).__name__, excerpt(value)))
 
 
 def normalize_metadata_changes(field: str, changes: Mapping[str, Any] | None, is_label: bool) -> dict[str, str | None]:
@@ -71,7 +110,7 @@ def normalize_metadata_changes(field: str, changes: Mapping[str, Any] | None, is
     for key, value in (changes or {}).items():
         problem = key_problem(key)
         if problem:
-            raise K8sError("{0}: key {1!r} {2}".format(field, key, problem))
+            raise K8sError("{0}: key {1} {2}".format(field, excerpt(key), problem))
         if value is None:
             normalized[key] = None
             continue
@@ -79,10 +118,13 @@ def normalize_metadata_changes(field: str, changes: Mapping[str, Any] | None, is
             text = as_text(value)
         except K8sError as error:
             raise K8sError("{0}.{1}: {2}".format(field, key, error.msg)) from None
+        if len(text) > ANNOTATIONS_SIZE_LIMIT:
+            raise K8sError("{0}.{1}: value of {2} characters; the API server allows {3} bytes for all of a node's annotations".format(
+                field, key, len(text), ANNOTATIONS_SIZE_LIMIT))
         if is_label:
             problem = label_value_problem(text)
             if problem:
-                raise K8sError("{0}.{1}: value {2!r} {3}".format(field, key, text, problem))
+                raise K8sError("{0}.{1}: value {2} {3}".format(field, key, excerpt(text), problem))
         normalized[key] = text
     return normalized
 
@@ -90,30 +132,33 @@ def normalize_metadata_changes(field: str, changes: Mapping[str, Any] | None, is
 def normalize_taints(taints: Any, state: str) -> list[dict[str, Any]]:
     """Validate the ``taints`` option. ``effect`` is required to add a taint, optional to remove."""
     if not isinstance(taints, list):
-        raise K8sError("taints: expected a list of {{key, value, effect}}, got {0!r}".format(taints))
+        raise K8sError("taints: expected a list of {{key, value, effect}}, got {0}".format(excerpt(taints)))
     normalized = []
     for index, taint in enumerate(taints):
         where = "taints[{0}]".format(index)
         if not isinstance(taint, Mapping):
-            raise K8sError("{0}: expected a dictionary with key, value, effect, got {1!r}".format(where, taint))
+            raise K8sError("{0}: expected a dictionary with key, value, effect, got {1}".format(where, excerpt(taint)))
         unknown = sorted(set(taint) - {"key", "value", "effect"})
         if unknown:
             raise K8sError("{0}: unknown field(s) {1}".format(where, ", ".join(unknown)))
         key = taint.get("key")
         problem = key_problem(key)
         if problem:
-            raise K8sError("{0}.key: {1!r} {2}".format(where, key, problem))
+            raise K8sError("{0}.key: {1} {2}".format(where, excerpt(key), problem))
         effect = taint.get("effect")
         if effect is None and state == "present":
             raise K8sError("{0}.effect: required to add a taint; one of {1}".format(where, ", ".join(TAINT_EFFECTS)))
         if effect is not None and effect not in TAINT_EFFECTS:
-            raise K8sError("{0}.effect: {1!r} is not one of {2}".format(where, effect, ", ".join(TAINT_EFFECTS)))
+            raise K8sError("{0}.effect: {1} is not one of {2}".format(where, excerpt(effect), ", ".join(TAINT_EFFECTS)))
         value = taint.get("value")
         if value is not None:
-            value = as_text(value)
+            try:
+                value = as_text(value)
+            except K8sError as error:
+                raise K8sError("{0}.value: {1}".format(where, error.msg)) from None
             problem = label_value_problem(value)
             if problem:
-                raise K8sError("{0}.value: {1!r} {2}".format(where, value, problem))
+                raise K8sError("{0}.value: {1} {2}".format(where, excerpt(value), problem))
         entry: dict[str, Any] = {"key": key}
         if value is not None:
             entry["value"] = value
@@ -311,6 +356,8 @@ def resource_version(node: Mapping[str, Any]) -> str:
 
 
 def read_node(client: KubeClient, name: str, deadline: Deadline) -> dict[str, Any]:
+    validate_node_name(name)
+
     def read() -> dict[str, Any]:
         return client.read_node(name)
 
@@ -344,6 +391,7 @@ def change_node(
     A 409 (someone else wrote in between), 429, 5xx or a lost connection re-runs the whole
     read-compute-write, with backoff, until the deadline. ``before`` is the node as first read.
     """
+    validate_node_name(name)
     first: dict[str, Any] = {}
     last_patch: list[dict[str, Any] | None] = [None]
     conflicts = [0]

@@ -102,9 +102,21 @@ class ApplyResult:
     def reboot_required(self) -> bool:
         return any(m.reboot_required for m in self.modes)
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.changed_gpus)
+
     def mark_changed(self, index: int, uuid: str) -> None:
         if not any(g["index"] == index for g in self.changed_gpus):
             self.changed_gpus.append({"index": index, "uuid": uuid})
+            self.changed_gpus.sort(key=lambda g: g["index"])
+
+    def sync(self, nvml: Any, plan: Plan) -> None:
+        """Mark changed every GPU that a mutating NVML call succeeded on (``nvml.mutated``), so that
+        a failure after the first change still reports it."""
+        uuids = {g.index: g.uuid for g in plan.gpus}
+        for index in sorted(getattr(nvml, "mutated", None) or ()):
+            self.mark_changed(index, uuids.get(index, ""))
 
 
 def format_reset_command(template: List[str], gpu: Gpu) -> List[str]:
@@ -140,6 +152,8 @@ def change_mode(nvml: Any, index: int, wanted: bool, reset: Optional[ResetRunner
     if outcome.current != wanted and reset is not None:
         outcome.reset_attempted = True
         outcome.reset_succeeded, outcome.reset_output = reset(nvml.read_gpu(index))
+        if outcome.reset_succeeded and isinstance(getattr(nvml, "mutated", None), set):
+            nvml.mutated.add(index)
         outcome.current, outcome.pending = nvml.mig_mode(index)
     return outcome
 
@@ -189,6 +203,16 @@ def apply_plan(
 ) -> ApplyResult:
     """Apply ``plan`` GPU by GPU. ``entries`` maps each targeted GPU to its config entry (for deferred plans)."""
     result = ApplyResult()
+    try:
+        _apply_gpus(nvml, plan, entries, reset, allow_pending, result)
+    finally:
+        # On every exit, success or failure: a GPU is changed from its first mutating call.
+        result.sync(nvml, plan)
+    return result
+
+
+def _apply_gpus(nvml: Any, plan: Plan, entries: Dict[int, ConfigEntry], reset: Optional[ResetRunner], allow_pending: bool,
+                result: ApplyResult) -> None:
     nvml_errors: Tuple[type, ...] = (NvmlCallError,)
     library_error = getattr(getattr(nvml, "lib", None), "NVMLError", None)
     if isinstance(library_error, type):
@@ -207,7 +231,8 @@ def apply_plan(
                 step = "set MIG mode %s" % ("enabled" if gpu_plan.desired_enabled else "disabled")
                 outcome = change_mode(nvml, index, bool(gpu_plan.desired_enabled), reset, (gpu_plan.mig_current, gpu_plan.mig_pending))
                 result.modes.append(outcome)
-                result.mark_changed(index, gpu_plan.uuid)
+                if outcome.set_called or outcome.reset_succeeded:
+                    result.mark_changed(index, gpu_plan.uuid)
                 if outcome.still_pending:
                     detail = "GPU %d: MIG mode is %s but %s is pending (activation status: %s%s)" % (
                         index, "enabled" if outcome.current else "disabled", "enabled" if outcome.wanted else "disabled",
@@ -249,4 +274,8 @@ def apply_plan(
                              index, step, _safe_state(nvml, index), result)
         except nvml_errors as exc:
             raise ApplyError("GPU %d: %s failed: %s" % (index, step, exc), index, step, _safe_state(nvml, index), result)
-    return result
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            # The reset command could not run, or NVML answered something unexpected: reported as a
+            # failure of this GPU's step, with what was changed so far, never as a traceback.
+            raise ApplyError("GPU %d: %s failed: %s: %s" % (index, step, type(exc).__name__, exc), index, step,
+                             _safe_state(nvml, index), result)

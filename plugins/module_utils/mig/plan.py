@@ -444,6 +444,28 @@ def _check_destroy(gpu: Gpu, plan: GpuPlan, problems: List[str], where: str) -> 
             )
 
 
+def overridden_entry_problems(gpu: Gpu, entry: ConfigEntry, config: str) -> List[str]:
+    """What is wrong with an entry that matches ``gpu`` but that a later entry overrides.
+
+    Such an entry is never applied to this GPU, yet it must be valid for it: each profile a GPU
+    instance profile the GPU offers, each count within what the GPU offers.
+    """
+    if not entry.mig_enabled or not gpu.mig_capable or (not gpu.profiles and not gpu.mig_current):
+        return []
+    where = "config %r entry %d:" % (config, entry.position)
+    problems = []
+    for requested, count in entry.mig_devices:
+        if count == 0:
+            continue
+        profile, note = resolve_profile(gpu, requested)
+        if profile is None:
+            problems.append("%s GPU %d (%s): %s" % (where, gpu.index, gpu.name, note))
+        elif count > profile.instance_count:
+            problems.append("%s GPU %d (%s): %d x %s requested but the GPU offers at most %d"
+                            % (where, gpu.index, gpu.name, count, profile.name, profile.instance_count))
+    return problems
+
+
 def select_entries(
     entries: Sequence[ConfigEntry], gpus: Sequence[Gpu]
 ) -> Dict[int, ConfigEntry]:
@@ -485,6 +507,10 @@ def build_plan(
             )
     targets = [gpu for gpu in gpus if devices is None or gpu.index in devices]
     decided = select_entries(entries, targets)
+    for gpu in targets:
+        for entry in entries:
+            if entry is not decided.get(gpu.index) and entry.matches(gpu.index, gpu.pci_device_id, gpu.pci_subsystem_id):
+                problems.extend(overridden_entry_problems(gpu, entry, config))
     plan = Plan(config=config, gpus=[])
     for gpu in sorted(gpus, key=lambda g: g.index):
         in_scope = devices is None or gpu.index in devices

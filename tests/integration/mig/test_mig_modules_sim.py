@@ -304,11 +304,14 @@ def test_pending_mode_fails_unless_allowed(node):
     gpuops_sim.nvml.add_client(node.path, 0, "nvidia-persistenced")
     result = apply(node, doc(enabled({"1g.5gb": 1})))
     assert result["failed"] and "pending" in result["msg"] and "Reboot" in result["msg"]
+    # The failed run set the pending mode: it changed the GPU, and says so.
+    assert result["changed"] is True and [g["index"] for g in result["changed_gpus"]] == [0]
     gpu = node.show()["gpus"][0]
     assert gpu["mig"] == {"capable": True, "current": False, "pending": True}
     allowed = apply(node, doc(enabled({"1g.5gb": 1})), allow_pending=True)
     assert not allowed.get("failed") and allowed["reset_required"] and allowed["reboot_required"]
-    assert allowed["changed"] and node.layout() == {}
+    # The mode was pending already and the reset failed: this run changed nothing.
+    assert allowed["changed"] is False and allowed["changed_gpus"] == [] and node.layout() == {}
 
 
 def test_reset_applies_a_pending_mode_on_that_gpu_only(node, tmp_path):

@@ -406,3 +406,27 @@ def test_concurrent_writers_get_unique_versions(store):
         thread.join()
     versions = [int(c["metadata"]["resourceVersion"]) for c in store.list("configmaps")]
     assert len(versions) == len(set(versions)) == 200
+
+
+# --- validation as the apiserver does it -------------------------------------------------------------
+
+@pytest.mark.parametrize("change", [
+    {"metadata": {"labels": {"a\n": "b"}}},
+    {"metadata": {"labels": {"a": "b\n"}}},
+    {"metadata": {"labels": {"a": "x" * 64}}},
+    {"metadata": {"annotations": {"example.com/\n": "v"}}},
+    {"spec": {"taints": [{"key": "k\n", "effect": "NoSchedule"}]}},
+    {"spec": {"taints": [{"key": "k", "value": "v\n", "effect": "NoSchedule"}]}},
+    {"spec": {"taints": [{"key": "k", "effect": "NoSchedule\n"}]}},
+])
+def test_keys_values_and_taints_the_apiserver_refuses_are_refused(store, change):
+    from gpuops_sim.k8s.store import Invalid
+
+    store.create("nodes", None, {"metadata": {"name": "node-1", "labels": {"a": "1"}}})
+    with pytest.raises(Invalid):
+        store.patch("nodes", None, "node-1", change, patch_type="merge")
+    with pytest.raises(Invalid):
+        store.create("nodes", None, {"metadata": {"name": "node-2", **change.get("metadata", {})}, "spec": change.get("spec", {})})
+    assert store.get("nodes", None, "node-1")["metadata"]["labels"] == {"a": "1"}
+    with pytest.raises(Invalid):
+        store.create("nodes", None, {"metadata": {"name": "node-3\n"}})

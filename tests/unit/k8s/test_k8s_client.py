@@ -211,9 +211,15 @@ def test_kubeconfig_secrets_are_the_credentials_only():
             {"name": "u2", "user": {"username": "admin", "password": "pw"}},
             {"name": "u3", "user": {"auth-provider": {"config": {
                 "id-token": "idt", "refresh-token": "rt", "client-secret": "cs", "idp-issuer-url": "https://idp"}}}},
-            {"name": "u4", "user": {"exec": {"command": "aws", "env": [{"name": "AWS_PROFILE", "value": "p"}]}}},
+            {"name": "u4", "user": {"exec": {"command": "aws", "args": ["eks", "get-token", "-o", "--cluster-name", "prod"],
+                                             "env": [{"name": "AWS_PROFILE", "value": "p"},
+                                                     {"name": "AWS_SECRET", "value": "s3cr3t-env"}]}}},
         ],
     }
-    assert sorted(kubeconfig_secrets(kubeconfig)) == sorted(["tok-1", "a2V5", "pw", "idt", "rt", "cs"])
+    # The whole auth-provider config, an exec plugin's arguments and environment values (not the
+    # flags of one or two characters, whose masking would garble the output), every credential.
+    assert sorted(kubeconfig_secrets(kubeconfig)) == sorted(
+        ["tok-1", "a2V5", "pw", "idt", "rt", "cs", "https://idp", "eks", "get-token", "--cluster-name", "prod",
+         "s3cr3t-env"])
     assert kubeconfig_secrets("/path/to/kubeconfig") == []
     assert kubeconfig_secrets(None) == []
