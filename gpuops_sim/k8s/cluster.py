@@ -7,8 +7,9 @@ cluster up|down|status|workload|fault``. Layout of a cluster directory:
     DIR/inventory.yml       Ansible inventory: kube_control_plane + gpu_nodes (all on this machine)
     DIR/nodes/<node>.json   NVML and host state of each GPU node
     DIR/nodes/<node>-root/  the node's root directory (installed units, boot id, journal)
-    DIR/kubelet/<node>.sock the node's kubelet PodResources socket (short: a unix socket path
-                            holds 107 bytes, and pytest's temporary directories are long)
+    DIR/kubelet/<node>.sock the node's kubelet PodResources socket (a unix socket path holds
+                            107 bytes: under a long DIR, DIR/kubelet links to a short
+                            directory of the cluster's own in the system's temporary directory)
     DIR/cluster.json        what `up` created (pools, url, options)
     DIR/cluster.pid, DIR/cluster.log   when detached
 """
@@ -16,10 +17,12 @@ cluster up|down|status|workload|fault``. Layout of a cluster directory:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import sys
+import tempfile
 from typing import Any, Iterable
 
 import yaml
@@ -115,12 +118,36 @@ def layout_node(path: str, profiles: list[str], gpus: Iterable[int] | None = Non
                 mig.create_compute_instance(node, gpu, gi, models.CI_PROFILE_BY_SLICES[profile.slice_count])
 
 
+# Room left for "<node name>.sock" under the sockets' directory within a unix socket path's 107 bytes.
+SOCKETS_DIR_MAX = 64
+
+
+def pod_resources_sockets_dir(directory: str) -> str:
+    """Where the nodes' kubelets keep their PodResources sockets: DIR/kubelet, or, when that path is
+    too long to leave room for a node's name in a unix socket path (pytest's temporary directories
+    are), a short directory of the cluster's own under the system's temporary directory, which
+    DIR/kubelet then links to."""
+    sockets_dir = os.path.join(os.path.abspath(directory), "kubelet")
+    if len(os.fsencode(sockets_dir)) <= SOCKETS_DIR_MAX:
+        return sockets_dir
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(directory))).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"gpuops-kubelet-{digest}")
+
+
 def pod_resources_socket_for(directory: str):
-    sockets_dir = os.path.join(directory, "kubelet")
+    sockets_dir = pod_resources_sockets_dir(directory)
 
     def socket_path(node: str) -> str:
         return os.path.join(sockets_dir, f"{node}.sock")
     return socket_path
+
+
+def make_pod_resources_sockets_dir(directory: str) -> None:
+    sockets_dir = pod_resources_sockets_dir(directory)
+    os.makedirs(sockets_dir, exist_ok=True)
+    link = os.path.join(os.path.abspath(directory), "kubelet")
+    if sockets_dir != link and not os.path.lexists(link):
+        os.symlink(sockets_dir, link)
 
 
 def state_path_for(directory: str):
@@ -181,7 +208,7 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
         "mig_boot_python": python,
         # Where this node's kubelet serves the PodResources API, set as a site whose kubelets keep
         # their root directory elsewhere would set it.
-        "kubelet_pod_resources_socket": os.path.join(directory, "kubelet", "{{ inventory_hostname }}.sock"),
+        "kubelet_pod_resources_socket": pod_resources_socket_for(directory)("{{ inventory_hostname }}"),
         # The node's reboot: its pods die, its GPUs reboot, its boot units run, its kubelet returns.
         "mig_reconfigure_reboot_command": f"{python} -m gpuops_sim node reboot --quiet --state {state}",
         "mig_reconfigure_boot_time_command": f"cat {root}/proc/sys/kernel/random/boot_id",
@@ -267,7 +294,9 @@ class Cluster:
         self.api = StoreApi(self.emulator)
         self._populate()
         from gpuops_sim.k8s.podresources import check_socket_path  # pylint: disable=import-outside-toplevel
-        for node in self.nodes:  # fail here, naming the path, rather than in a kubelet thread
+        make_pod_resources_sockets_dir(self.directory)
+        nodes = [node["metadata"]["name"] for node in self.api.list("nodes")]
+        for node in nodes:  # fail here, naming the path, rather than in a kubelet thread
             check_socket_path(pod_resources_socket_for(self.directory)(node))
         self.agents = Agents(self.api, state_path_for(self.directory), self.options.settings,
                              pod_resources_socket=pod_resources_socket_for(self.directory))

@@ -263,15 +263,28 @@ def test_a_budget_that_covers_the_nodes_pods_lets_them_all_go(kube):
     assert sorted(entry["name"] for entry in result["evicted"]) == ["serve-0", "serve-1"]
 
 
-def test_a_budget_that_covers_one_of_two_pods_blocks_before_the_first_eviction(kube):
+def test_a_budget_that_allows_no_disruption_blocks_before_the_first_eviction(kube):
+    kube.node(unschedulable=True)
+    pod(kube, "serve-0", labels={"app": "serve"})
+    pod(kube, "serve-1", labels={"app": "serve"})
+    pod(kube, "other", labels={"app": "other"})
+    kube.pdb("serve-pdb", {"app": "serve"}, max_unavailable=0)
+    kube.clear_requests()
+    result = evacuate(kube)
+    assert result["failed"] and "it allows 0 disruption(s) and 2 of its pods" in result["msg"]
+    assert kube.requests(subresource="eviction") == []
+
+
+def test_a_budget_that_allows_one_disruption_lets_the_drain_start(kube):
+    # As kubectl drain: the first pod goes, and the second once the budget allows it again.
     kube.node(unschedulable=True)
     pod(kube, "serve-0", labels={"app": "serve"})
     pod(kube, "serve-1", labels={"app": "serve"})
     kube.pdb("serve-pdb", {"app": "serve"}, max_unavailable=1)
-    kube.clear_requests()
     result = evacuate(kube)
-    assert result["failed"] and "it allows 1 disruption(s) and 2 of its pods" in result["msg"]
-    assert kube.requests(subresource="eviction") == []
+    assert not result.get("failed"), result["msg"]
+    assert result["pdb_shortfalls"] == [] and result["refused"] == []
+    assert sorted(entry["name"] for entry in result["evicted"]) == ["serve-0", "serve-1"]
 
 
 # --- item 5: secrets of a kubeconfig dictionary never shown --------------------------------------

@@ -167,16 +167,17 @@ def test_create_failing_after_destroys_reports_the_gpu_changed(node):
 
 def test_reading_back_after_a_complete_apply_failing_reports_the_change(node, monkeypatch):
     node.init(A100, count=1, mig_enabled=True)
-    from ansible_collections.gpuops.nvidia.plugins.modules import mig_config
+    # mig_config applies through the reconcile shared with the boot-time applier.
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import reconcile
 
-    real = mig_config.apply_plan
+    real = reconcile.apply_plan
 
     def apply_then_fail_reads(*args, **kwargs):
         applied = real(*args, **kwargs)
         gpuops_sim.nvml.add_fault(node.path, "nvmlSystemGetDriverVersion", "UNKNOWN", count=1)
         return applied
 
-    monkeypatch.setattr(mig_config, "apply_plan", apply_then_fail_reads)
+    monkeypatch.setattr(reconcile, "apply_plan", apply_then_fail_reads)
     result = node.run("mig_config", {"config": doc({"1g.5gb": 7}), "config_name": "c"})
     assert result["failed"] and result["changed"] is True and [g["index"] for g in result["changed_gpus"]] == [0]
     assert "the change was applied" in result["msg"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from packaging_helpers import BIN, Installed  # pylint: disable=import-error
+from packaging_helpers import BIN, ROOT, Installed  # pylint: disable=import-error
 
 ansible_runner = pytest.importorskip("ansible_runner")
 cluster_module = pytest.importorskip("gpuops_sim.k8s.cluster")
@@ -52,6 +52,8 @@ def test_mig_reconfigure_runs_through_ansible_runner(installed_collection: Insta
             "ANSIBLE_CONFIG": str(config),
             "ANSIBLE_COLLECTIONS_PATH": str(installed_collection.collections_path),
             "ANSIBLE_CALLBACKS_ENABLED": "gpuops.nvidia.mig_rollout",
+            # The simulator's connection to its nodes lives in the clone, not in the collection.
+            "ANSIBLE_CONNECTION_PLUGINS": str(ROOT / "gpuops_sim" / "ansible_plugins" / "connection"),
             "ANSIBLE_NOCOLOR": "1",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from gpuops_sim.cli import main
 from gpuops_sim.k8s import cluster, workload as manifests
 from gpuops_sim.k8s.agents_api import MemoryApi
 from gpuops_sim.k8s.cli import status_report
+from gpuops_sim.k8s.podresources import check_socket_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -119,23 +121,32 @@ def test_status_report_shows_layout_allocatable_taints_and_pods(tmp_path):
     assert "pod default/p Running  devices: MIG-x" in text
 
 
-def test_a_socket_path_too_long_for_unix_sockets_fails_the_start_naming_it(tmp_path):
+def test_a_long_cluster_directory_keeps_its_sockets_in_a_short_one_it_links_to(tmp_path):
     directory = tmp_path / ("d" * 90)
     options = cluster.ClusterOptions(pools=[cluster.parse_pool("a:1:A100-40GB:1")], control_plane=False)
-    sim = cluster.Cluster(str(directory), options)
-    try:
-        with pytest.raises(ValueError, match=r"PodResources socket path .*/kubelet/gpu-node-1.sock is \d+ bytes; a unix "
-                                             r"socket path holds at most 107: use a shorter cluster directory"):
-            sim.start()
-    finally:
-        sim.stop()
+    with cluster.Cluster(str(directory), options) as sim:
+        socket = cluster.pod_resources_socket_for(sim.directory)("gpu-node-1")
+        assert len(os.fsencode(socket)) <= 107
+        assert os.path.realpath(directory / "kubelet") == os.path.dirname(socket)
+        inventory = cluster.inventory(sim.directory, sim.nodes)
+        assert inventory["all"]["children"]["gpu_nodes"]["vars"]["kubelet_pod_resources_socket"] == \
+            cluster.pod_resources_socket_for(sim.directory)("{{ inventory_hostname }}")
+        sim.agents.sync()
+        assert stat.S_ISSOCK(os.stat(socket).st_mode)
+
+
+def test_a_node_name_too_long_for_a_unix_socket_fails_the_start_naming_it():
+    with pytest.raises(ValueError, match=r"PodResources socket path .*/x{100}.sock is \d+ bytes; a unix "
+                                         r"socket path holds at most 107"):
+        check_socket_path(cluster.pod_resources_socket_for("/tmp/c")("x" * 100))
 
 
 def test_the_inventory_gives_each_node_its_kubelet_socket(tmp_path):
     inventory = cluster.inventory(str(tmp_path), ["gpu-node-1"])
     node_vars = inventory["all"]["children"]["gpu_nodes"]["vars"]
-    assert node_vars["kubelet_pod_resources_socket"] == str(tmp_path / "kubelet" / "{{ inventory_hostname }}.sock")
-    assert cluster.pod_resources_socket_for(str(tmp_path))("gpu-node-1") == str(tmp_path / "kubelet" / "gpu-node-1.sock")
+    sockets = cluster.pod_resources_sockets_dir(str(tmp_path))
+    assert node_vars["kubelet_pod_resources_socket"] == os.path.join(sockets, "{{ inventory_hostname }}.sock")
+    assert cluster.pod_resources_socket_for("/tmp/c")("gpu-node-1") == "/tmp/c/kubelet/gpu-node-1.sock"
 
 
 def test_down_without_a_cluster_is_a_no_op(tmp_path, capsys):
