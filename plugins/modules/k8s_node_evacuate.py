@@ -27,7 +27,8 @@ description:
     the selected pods are read, and while a budget with healthy pods among them allows no disruption at all
     (C(status.disruptionsAllowed) 0), the budgets are read again until it allows one or O(timeout) passes; then the
     module fails having evicted nothing, rather than leave the node half drained. A budget that allows one disruption
-    lets the evictions start; its further pods go as their replacements become ready, as with C(kubectl drain). A refusal lists every pod and budget at fault in one message.
+    lets the evictions start; its further pods go as their replacements become ready, as with C(kubectl drain). A
+    refusal lists every pod and budget at fault in one message.
   - This module never cordons or taints the node. Fence the node first with M(gpuops.nvidia.k8s_node_taint)
     (O(gpuops.nvidia.k8s_node_taint#module:cordon=true) and a C(NoSchedule) taint), or evicted pods may be scheduled
     back onto it; the module warns when the node is not fenced.
