@@ -341,13 +341,21 @@ def record_boot_layout(cluster: Cluster, config: str, forks: int = 10) -> Ansibl
     """Leave on every node the boot-time service and record a finished rollout leaves.
 
     The collection's mig role writes them on the first node; the other nodes get a copy of that
-    node's tree (the files name no node), which keeps a 100-node set-up within the benchmark
-    budget. The measured runs then check that the product agrees.
+    node's tree, with the node's own root in place of the first node's wherever a file names it
+    (the unit's paths and the record's list of files lie under the node's root), which keeps a
+    100-node set-up within the benchmark budget. The measured runs then check that the product
+    agrees.
     """
     first = cluster.nodes[0]
     run = playbook(cluster, str(RECORD_PLAYBOOK), {"mig_config_name": config}, forks=forks, limit=first, count=False)
     require_success(run, "recording the layout with the mig role (benchmark set-up)")
     source = cluster.directory / "nodes" / f"{first}-root"
+    naming = [path for path in source.rglob("*") if path.is_file() and os.fsencode(str(source)) in path.read_bytes()]
     for node in cluster.nodes[1:]:
-        shutil.copytree(source, cluster.directory / "nodes" / f"{node}-root", dirs_exist_ok=True)
+        target = cluster.directory / "nodes" / f"{node}-root"
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        for path in naming:
+            copy = target / path.relative_to(source)
+            copy.write_bytes(path.read_bytes().replace(os.fsencode(str(source)), os.fsencode(str(target))))
+            shutil.copymode(path, copy)
     return run
