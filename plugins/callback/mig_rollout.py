@@ -22,6 +22,8 @@ description:
     evicted; its line says so and why, and lists those pods.
   - In check mode (C(--check)) each node's line is followed by the pods it would lose, each with the
     reason it was selected.
+  - A node labelled C(gpuops.io/mig-reconfigure.skip=true) is kept out of the rollout; its line says
+    C(skipped) (from the C(mig_reconfigure_skipped) fact the validating play sets once for the run).
   - The data comes from the C(mig_reconfigure_report) fact the role sets on every exit path.
 requirements:
   - enable it with C(callbacks_enabled = gpuops.nvidia.mig_rollout) in C(ansible.cfg) or
@@ -32,6 +34,8 @@ from ansible.plugins.callback import CallbackBase
 
 ROLE_NAME = "mig_reconfigure"
 REPORT_FACT = "mig_reconfigure_report"
+# Set once (run_once) by the validating play: the reports of the nodes labelled to be skipped.
+SKIPPED_FACT = "mig_reconfigure_skipped"
 
 
 def batch_sizes(serial: list, total: int) -> list[int]:
@@ -73,7 +77,7 @@ def summary_lines(reports: dict[str, dict], failures: dict[str, str], check_mode
         moved = f"{len(evicted)} pod(s) to evict" if check_mode else f"{len(evicted)} pod(s) evicted"
         line = f"{node}: {before} -> {after}; {moved}; {timing}; {result}"
         message = report.get("message") or failures.get(host)
-        if result == "failed" and message:
+        if result in ("failed", "skipped") and message:
             line += f": {message}"
         device_map = report.get("device_map")
         blind = isinstance(device_map, dict) and not device_map.get("available", True)
@@ -141,6 +145,10 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_ok(self, result):
         facts = result._result.get("ansible_facts") or {}
+        for skipped in facts.get(SKIPPED_FACT) or []:
+            # A node skipped in the validating play: reported unless the rollout reports it itself.
+            if isinstance(skipped, dict) and skipped.get("host"):
+                self._reports.setdefault(skipped["host"], skipped)
         report = facts.get(REPORT_FACT)
         if not isinstance(report, dict) or not self._in_rollout:
             return

@@ -22,6 +22,8 @@ DEPLOY_LABEL_PREFIX = "nvidia.com/gpu.deploy."
 PAUSED = "paused-for-mig-change"
 CONFIG_LABEL = "nvidia.com/mig.config"
 STATE_LABEL = "nvidia.com/mig.config.state"
+#: A node labelled with it (value "true") is kept out of every rollout: never fenced, drained or changed.
+SKIP_LABEL = "gpuops.io/mig-reconfigure.skip"
 
 
 def mig_expected_resources(gpus: Any, plan: Optional[Mapping[str, Any]] = None, *options: Any, **named: Any) -> Dict[str, Any]:
@@ -110,6 +112,7 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
     would not install (see driver_refusal). ``reboot_pending``: the node waits for a reboot the rollout
     is to do (a driver installed in this run); the change then reboots it. ``plan_after_driver``: the
     node's NVML could not be opened (no driver yet), so it is planned again once the driver is in place.
+    ``skipped``: the node is labelled SKIP_LABEL=true and is left alone (see skipped_decision).
     """
     settings = settings or {}
     node_name = node_name or ((node or {}).get("metadata") or {}).get("name") or ""
@@ -127,6 +130,8 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
     node = node or {}
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
+    if labels.get(SKIP_LABEL) == "true":
+        return skipped_decision(settings_refusal(settings), node_name)
     advertised_diff = mig_advertised_diff(node, plan.get("expected") or {})
     advertised_current = labels.get(DEPLOY_LABEL_PREFIX + "device-plugin") == "true" and not advertised_diff
     tainted = any((taint or {}).get("key") == taint_key for taint in (node.get("spec") or {}).get("taints") or [])
@@ -142,6 +147,29 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
         "disruptive": layout_changes or not advertised_current or tainted or bool(reboot_pending) or bool(missing),
         "plan_after_driver": bool(missing),
         "refusal": refusal,
+        "skipped": False,
+    }
+
+
+def skipped_decision(refusal: str = "", node_name: str = "") -> Dict[str, Any]:
+    """The decision for a node labelled SKIP_LABEL=true: nothing about it changes, whatever it runs.
+
+    Only bad settings refuse it (they refuse the whole run); what the node itself runs or lacks is
+    not looked at, since nothing is done to it. ``message`` says why, for the rollout's summary.
+    """
+    return {
+        "layout_changes": False,
+        "advertised_diff": [],
+        "advertised_current": True,
+        "tainted": False,
+        "labels_current": True,
+        "reboot": False,
+        "disruptive": False,
+        "plan_after_driver": False,
+        "refusal": refusal,
+        "skipped": True,
+        "node": node_name,
+        "message": "node %s is labelled %s=true: left out of the rollout" % (node_name, SKIP_LABEL),
     }
 
 

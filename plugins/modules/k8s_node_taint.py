@@ -77,6 +77,10 @@ options:
         description:
           - As O(annotations), for this node.
         type: dict
+      cordon_record:
+        description:
+          - As O(cordon_record), for this node.
+        type: str
   taints:
     description:
       - The taints to add (O(state=present)) or remove (O(state=absent)).
@@ -126,6 +130,16 @@ options:
       - Annotations to set in the same write, like O(labels).
     type: dict
     default: {}
+  cordon_record:
+    description:
+      - The key of an annotation that keeps the node's own cordon across a cordon and the uncordon that ends it, for
+        example V(gpuops.io/mig-reconfigure.cordoned-before). Not given, O(cordon) is written as it is.
+      - With O(cordon=true), the same write records whether the node was already cordoned (V("true")) or not
+        (V("false")). A node that already holds the record keeps it, so a run resumed after an interruption goes by
+        what the node was before the first run, not by the cordon that run made.
+      - With O(cordon=false), the node is uncordoned only when its record says it was not cordoned before; the record
+        is removed in the same write. A node cordoned by someone else before, or one without a record, stays cordoned.
+    type: str
   timeout:
     description:
       - Seconds to keep retrying conflicts (409) and transient API errors before failing.
@@ -168,6 +182,24 @@ EXAMPLES = r"""
         effect: NoSchedule
     labels:
       nvidia.com/mig.config.state: pending
+
+- name: Fence a node, recording whether someone else had cordoned it already
+  gpuops.nvidia.k8s_node_taint:
+    name: gpu-node-1
+    taints:
+      - key: gpuops.io/mig-reconfigure
+        effect: NoSchedule
+    cordon: true
+    cordon_record: gpuops.io/mig-reconfigure.cordoned-before
+
+- name: Release it, uncordoning only when the fencing above made the cordon
+  gpuops.nvidia.k8s_node_taint:
+    name: gpu-node-1
+    state: absent
+    taints:
+      - key: gpuops.io/mig-reconfigure
+    cordon: false
+    cordon_record: gpuops.io/mig-reconfigure.cordoned-before
 
 - name: Only uncordon
   gpuops.nvidia.k8s_node_taint:
@@ -212,9 +244,9 @@ previous:
       type: dict
       returned: when O(labels) or O(annotations) is given
     annotations:
-      description: The values before of the annotations named in O(annotations).
+      description: The values before of the annotations named in O(annotations) and of O(cordon_record).
       type: dict
-      returned: when O(labels) or O(annotations) is given
+      returned: when O(labels), O(annotations) or O(cordon_record) is given
     taints:
       description: The taints before.
       type: list
@@ -245,8 +277,12 @@ conflicts_retried:
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule, NODE_CHOICE, argument_spec, run
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     TAINT_EFFECTS,
+    K8sError,
     change_node,
     combine_patches,
+    cordon_with_record,
+    excerpt,
+    key_problem,
     label_patch,
     normalize_metadata_changes,
     normalize_taints,
@@ -274,6 +310,7 @@ def main() -> None:
                 "cordon": {"type": "bool"},
                 "labels": {"type": "dict", "default": {}},
                 "annotations": {"type": "dict", "default": {}},
+                "cordon_record": {"type": "str"},
             },
             timeout={"type": "int", "default": 60},
         ),
@@ -285,14 +322,22 @@ def main() -> None:
         taints = normalize_taints(params["taints"], params["state"])
         labels = normalize_metadata_changes("labels", params["labels"], is_label=True)
         annotations = normalize_metadata_changes("annotations", params["annotations"], is_label=False)
-        outcome = change_node(
-            client,
-            params["name"],
-            lambda node: combine_patches(taint_patch(node, taints, params["state"], params["cordon"]),
-                                         label_patch(node, labels, annotations)),
-            client.retry.deadline(params["timeout"]),
-            module.check_mode,
-        )
+        record = params["cordon_record"]
+        if record is not None:
+            problem = key_problem(record)
+            if problem:
+                raise K8sError("cordon_record: {0} {1}".format(excerpt(record), problem))
+            if record in annotations:
+                raise K8sError("cordon_record: {0} is also given in annotations; the record is written from the node as read".format(record))
+
+        def compute(node):
+            cordon, recorded = cordon_with_record(node, params["cordon"], record)
+            return combine_patches(taint_patch(node, taints, params["state"], cordon),
+                                   label_patch(node, labels, {**annotations, **recorded}))
+
+        outcome = change_node(client, params["name"], compute, client.retry.deadline(params["timeout"]), module.check_mode)
+        if record is not None:
+            annotations = {**annotations, record: None}
         before, after = taint_view(outcome.before), taint_view(outcome.after)
         if labels or annotations:
             before.update(previous_values(outcome.before, labels, annotations))

@@ -249,6 +249,34 @@ def taint_patch(node: Mapping[str, Any], wanted: list[Mapping[str, Any]], state:
     return {"metadata": {"resourceVersion": resource_version(node)}, "spec": spec}
 
 
+def cordon_with_record(node: Mapping[str, Any], cordon: bool | None, record: str | None) -> tuple[bool | None, dict[str, str | None]]:
+    """The cordon to write and the annotation changes that keep a node's own cordon, from the node as read.
+
+    ``record`` is the key of an annotation the caller owns that says whether the node was already
+    cordoned before the caller cordoned it ("true") or not ("false"). Without one, ``cordon``
+    is returned as it is, with no annotation change.
+
+    - ``cordon`` true: the node is cordoned, and the record written unless the node already holds
+      one (an interrupted run fenced it: its record, not the cordon that run made, says what the
+      node was before).
+    - ``cordon`` false: the node is uncordoned only when its record says the caller cordoned it
+      ("false"); the record is removed. A node recorded as cordoned before, or one without a
+      record, keeps its cordon: nothing says it was the caller's.
+    - ``cordon`` None: nothing changes.
+    """
+    if record is None or cordon is None:
+        return cordon, {}
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    recorded = annotations.get(record)
+    if cordon:
+        if recorded in ("true", "false"):
+            return True, {}
+        return True, {record: "true" if node_unschedulable(node) else "false"}
+    if recorded is None:
+        return None, {}
+    return (False if recorded == "false" else None), {record: None}
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: dictionaries merge, None removes a key, anything else replaces."""
     if not isinstance(patch, Mapping):

@@ -323,3 +323,79 @@ def test_batch_runs_each_node_with_its_own_arguments_and_reports_each_nodes_fail
         "gpu-node-2": "evacuate: " + evacuate["nodes"]["gpu-node-2"]["msg"],
         "gpu-node-3": "pause: " + pause["nodes"]["gpu-node-3"]["msg"],
     }
+
+
+CORDON_RECORD_PLAYBOOK = """
+- name: Fence and release nodes, keeping each node's own cordon
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/gpuops.nvidia.k8s:
+      kubeconfig: "{{ kubeconfig }}"
+  vars:
+    record: gpuops.io/mig-reconfigure.cordoned-before
+    fence: {taints: [{key: gpuops.io/mig-reconfigure, effect: NoSchedule}], cordon: true, cordon_record: "{{ record }}"}
+    release: {state: absent, taints: [{key: gpuops.io/mig-reconfigure}], cordon: false, cordon_record: "{{ record }}"}
+  tasks:
+    - name: A bad record key is refused, naming the option
+      gpuops.nvidia.k8s_node_taint:
+        name: gpu-node-1
+        cordon: true
+        cordon_record: "not a key!"
+      register: bad
+      failed_when: false
+
+    - name: Fence both nodes
+      gpuops.nvidia.k8s_node_taint:
+        nodes: "{{ [fence | combine({'name': 'gpu-node-1'}), fence | combine({'name': 'gpu-node-2'})] }}"
+      register: fenced
+
+    - name: Fence again, as a resumed run does
+      gpuops.nvidia.k8s_node_taint:
+        nodes: "{{ [fence | combine({'name': 'gpu-node-1'}), fence | combine({'name': 'gpu-node-2'})] }}"
+      register: fenced_again
+
+    - name: Release both nodes in check mode
+      gpuops.nvidia.k8s_node_taint:
+        nodes: "{{ [release | combine({'name': 'gpu-node-1'}), release | combine({'name': 'gpu-node-2'})] }}"
+      check_mode: true
+      register: release_check
+
+    - name: Release both nodes
+      gpuops.nvidia.k8s_node_taint:
+        nodes: "{{ [release | combine({'name': 'gpu-node-1'}), release | combine({'name': 'gpu-node-2'})] }}"
+      register: released
+
+    - name: Save what the modules returned
+      ansible.builtin.copy:
+        dest: "{{ results_file }}"
+        content: "{{ {'bad': bad, 'fenced': fenced, 'fenced_again': fenced_again, 'release_check': release_check,
+                     'released': released} | to_json }}"
+        mode: "0600"
+"""
+
+
+def test_cordon_record_keeps_a_cordon_someone_else_set(kube, tmp_path):
+    kube.node("gpu-node-1", unschedulable=True, taints=[{"key": "maintenance", "effect": "NoSchedule"}])
+    kube.node("gpu-node-2")
+    results = run_playbook(CORDON_RECORD_PLAYBOOK, kube, tmp_path)
+    record = "gpuops.io/mig-reconfigure.cordoned-before"
+
+    # failed_when: false keeps the run going; the message names the option and nothing was written.
+    assert "cordon_record" in results["bad"]["msg"] and results["bad"]["changed"] is False
+    fenced = results["fenced"]["nodes"]
+    assert fenced["gpu-node-1"]["annotations"] == {record: "true"} and fenced["gpu-node-1"]["previous"]["unschedulable"] is True
+    assert fenced["gpu-node-2"]["annotations"] == {record: "false"} and fenced["gpu-node-2"]["unschedulable"] is True
+    assert results["fenced_again"]["changed"] is False
+    check = results["release_check"]["nodes"]
+    assert check["gpu-node-1"]["unschedulable"] is True and check["gpu-node-2"]["unschedulable"] is False
+    assert results["released"]["changed"] is True
+
+    operator = kube.read_node("gpu-node-1")
+    # Someone else's cordon and taint stay; only the rollout's taint and record go.
+    assert operator["spec"]["unschedulable"] is True
+    assert operator["spec"]["taints"] == [{"key": "maintenance", "effect": "NoSchedule"}]
+    assert record not in (operator["metadata"].get("annotations") or {})
+    ours = kube.read_node("gpu-node-2")
+    assert not ours["spec"].get("unschedulable") and not ours["spec"].get("taints")
+    assert record not in (ours["metadata"].get("annotations") or {})

@@ -406,3 +406,123 @@ def test_controller_killed_mid_rollout_and_rerun_converges(small):
         assert node["metadata"]["labels"][STATE] == "success"
         assert TAINT not in taints(node)
         assert node["metadata"]["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true"
+
+
+CORDONED_BEFORE = "gpuops.io/mig-reconfigure.cordoned-before"
+SKIP = "gpuops.io/mig-reconfigure.skip"
+
+
+def test_the_nodes_own_cordon_is_kept_and_a_skip_label_keeps_a_node_out(small):
+    """With cordoning on, a node someone else cordoned is still cordoned after its change, also when
+    the run that fenced it was stopped and a later one finished it; a node the rollout cordoned is
+    uncordoned; a node labelled to be skipped is left alone until the label goes."""
+    # Batches of one follow the inventory: the operator's node, which fails, comes last (a batch
+    # whose every node fails ends the play, whatever mig_max_fail_percentage says).
+    ours, skipped, operator = small.nodes
+    common = [*small.common, "-e", "mig_reconfigure_cordon=true", "-e", "mig_max_fail_percentage=100",
+              "-e", "mig_reconfigure_evacuate_timeout=5"]
+    # Pods on the operator's node behind a budget that allows no disruption: its eviction fails, so
+    # the first run leaves it fenced, as an interrupted run does.
+    small.workload(name="held", resource="nvidia.com/mig-1g.5gb", count=2, node=operator, pdb_min_available="2")
+    assert len(wait_running(small, "held", 2)) == 2
+    small.store.patch("nodes", None, operator, {"spec": {"unschedulable": True}}, patch_type="merge")
+    small.store.patch("nodes", None, skipped, {"metadata": {"labels": {SKIP: "true"}}}, patch_type="merge")
+    small.clear_requests()
+
+    first = small.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-3g.20gb", check=False)
+    assert first.rc != 0
+    # The node the rollout cordoned is changed and schedulable again; the record is gone.
+    obj = small.node(ours)
+    assert small.layout(ours) == [["3g.20gb"] * 2] * 2
+    assert obj["metadata"]["labels"][STATE] == "success"
+    assert not obj["spec"].get("unschedulable") and TAINT not in taints(obj)
+    assert CORDONED_BEFORE not in (obj["metadata"].get("annotations") or {})
+    # The operator's node failed fenced, its record saying it was cordoned before the rollout.
+    obj = small.node(operator)
+    assert obj["metadata"]["labels"][STATE] == "failed"
+    assert obj["spec"]["unschedulable"] is True and TAINT in taints(obj)
+    assert obj["metadata"]["annotations"][CORDONED_BEFORE] == "true"
+    # The skipped node: reported, never fenced, drained or changed.
+    assert small.layout(skipped) == [["1g.5gb"] * 7] * 2
+    obj = small.node(skipped)
+    assert TAINT not in taints(obj) and not obj["spec"].get("unschedulable")
+    assert obj["metadata"]["labels"][STATE] == "success" and obj["metadata"]["labels"]["nvidia.com/mig.config"] == "all-1g.5gb"
+    assert not [r for r in mutations(small.requests()) if r.get("resource") == "nodes" and r.get("name") == skipped
+                and "kubelet" not in (r.get("user_agent") or "")]
+    assert f"{skipped}: " in first.output and f"{SKIP}=true" in first.output
+
+    # The run is resumed once the budget allows the eviction: the operator's node is changed and
+    # stays cordoned, by the record of the run that fenced it, not by the cordon that run made.
+    small.store.delete("poddisruptionbudgets", "default", "held")
+    small.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-3g.20gb")
+    obj = small.node(operator)
+    assert small.layout(operator) == [["3g.20gb"] * 2] * 2
+    assert obj["metadata"]["labels"][STATE] == "success" and TAINT not in taints(obj)
+    assert obj["spec"]["unschedulable"] is True
+    assert CORDONED_BEFORE not in (obj["metadata"].get("annotations") or {})
+    assert small.layout(skipped) == [["1g.5gb"] * 7] * 2
+
+    # Without the label, the next run changes the skipped node (and uncordons it, as it cordoned it).
+    small.store.patch("nodes", None, skipped, {"metadata": {"labels": {SKIP: None}}}, patch_type="merge")
+    small.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=all-3g.20gb")
+    assert small.layout(skipped) == [["3g.20gb"] * 2] * 2
+    obj = small.node(skipped)
+    assert obj["metadata"]["labels"][STATE] == "success" and not obj["spec"].get("unschedulable")
+    assert small.node(operator)["spec"]["unschedulable"] is True
+
+
+def _gpu0_off_config() -> dict:
+    """GPU 0 leaves MIG mode (a reboot on a node without GPU reset); GPU 1 keeps 7 x 1g.5gb."""
+    keep = {"devices": [1], "mig-enabled": True, "mig-devices": {"1g.5gb": 7}}
+    return {"mig_configs": {"before": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.5gb": 7}}],
+                            "after": [{"devices": [0], "mig-enabled": False}, keep]}}
+
+
+def test_a_reboot_for_a_mode_change_drains_the_whole_node_first(sim_cluster):
+    """The pods on the GPU that keeps its layout would die with the reboot: they are evicted first,
+    and a budget that blocks their eviction fails the node without rebooting it."""
+    from gpuops_sim import nvml
+    cluster = sim_cluster(["a100:1:A100-40GB:2"])
+    config = cluster.write_vars("configs.yml", _gpu0_off_config())
+    common = ["-e", "@%s" % config, "-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_reconfigure_wait_timeout=120",
+              "-e", "mig_allow_reboot=true", "-e", "mig_reconfigure_evacuate_timeout=5"]
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_config_name=before")
+    node = cluster.nodes[0]
+    state = cluster.cluster.state_path(node)
+    nvml.set_setting(state, "reset_policy", "reboot")
+    cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=10)
+    assert len(wait_running(cluster, "infer", 10)) == 10
+    held = cluster.held(node)
+    on_other_gpu = {name for name, ids in held.items() if set(ids) & set(_gpu_mig_uuids(cluster, node, 1))}
+    assert on_other_gpu and set(held) - on_other_gpu
+
+    # A budget on the pods of GPU 1 alone: the fence step (GPU 0's pods) passes, the drain before
+    # the reboot does not.
+    for name in on_other_gpu:
+        cluster.store.patch("pods", "default", name, {"metadata": {"labels": {"gpu": "one"}}}, patch_type="merge")
+    cluster.store.create("poddisruptionbudgets", "default", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "gpu-one", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"gpu": "one"}}, "minAvailable": len(on_other_gpu)}})
+    boots = nvml.read_state(state)["boot_count"]
+    blocked = cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=after", check=False)
+    assert blocked.rc != 0
+    obj = cluster.node(node)
+    assert obj["metadata"]["labels"][STATE] == "failed" and TAINT in taints(obj)
+    assert "Evict every pod the reboot would kill" in obj["metadata"]["annotations"]["gpuops.io/mig-reconfigure.message"]
+    assert nvml.read_state(state)["boot_count"] == boots
+    assert on_other_gpu <= {name for name, _node in gpu_pods(cluster, "infer").items()}
+
+    # Without the budget the node is drained, rebooted and changed; no pod died with the reboot.
+    cluster.store.delete("poddisruptionbudgets", "default", "gpu-one")
+    on_node = {p["metadata"]["name"] for p in cluster.pods("default") if p["spec"].get("nodeName") == node}
+    cluster.clear_requests()
+    cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=after")
+    assert nvml.read_state(state)["boot_count"] == boots + 1
+    assert cluster.layout(node)[1] == ["1g.5gb"] * 7 and not cluster.nvml(node)["gpus"][0]["mig"]["current"]
+    obj = cluster.node(node)
+    assert obj["metadata"]["labels"][STATE] == "success" and TAINT not in taints(obj)
+    requests = cluster.requests()
+    killed = [r for r in pod_deletes(requests) if r["name"] in on_node]
+    assert not killed, "pods died with the reboot without eviction: %s" % killed
+    evicted = {r["name"] for r in evictions(requests) if r["status"] < 300}
+    assert on_other_gpu <= evicted and on_node <= evicted

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from k8s_unit_helpers import api_error, make_node
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError
@@ -13,6 +15,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     apply_patch_locally,
     change_node,
     combine_patches,
+    cordon_with_record,
     label_patch,
     merge_patch,
     merge_taints,
@@ -111,6 +114,63 @@ def test_cordon_and_uncordon():
     assert taint_patch(make_node(), [], "present", True) == {"metadata": {"resourceVersion": "100"}, "spec": {"unschedulable": True}}
     assert taint_patch(make_node(unschedulable=True), [], "present", False)["spec"] == {"unschedulable": False}
     assert taint_patch(make_node(unschedulable=True), [], "present", None) is None
+
+
+RECORD = "gpuops.io/mig-reconfigure.cordoned-before"
+
+
+def recorded(node, value):
+    node["metadata"]["annotations"][RECORD] = value
+    return node
+
+
+def test_cordon_records_whether_the_node_was_cordoned_before():
+    assert cordon_with_record(make_node(), True, RECORD) == (True, {RECORD: "false"})
+    assert cordon_with_record(make_node(unschedulable=True), True, RECORD) == (True, {RECORD: "true"})
+
+
+def test_a_record_from_an_interrupted_run_is_kept_rather_than_the_cordon_that_run_made():
+    assert cordon_with_record(recorded(make_node(unschedulable=True), "false"), True, RECORD) == (True, {})
+    assert cordon_with_record(recorded(make_node(unschedulable=True), "true"), True, RECORD) == (True, {})
+
+
+def test_uncordon_only_a_node_the_caller_cordoned():
+    assert cordon_with_record(recorded(make_node(unschedulable=True), "false"), False, RECORD) == (False, {RECORD: None})
+    assert cordon_with_record(recorded(make_node(unschedulable=True), "true"), False, RECORD) == (None, {RECORD: None})
+    # Nothing says the cordon was the caller's: it stays.
+    assert cordon_with_record(make_node(unschedulable=True), False, RECORD) == (None, {})
+    assert cordon_with_record(recorded(make_node(unschedulable=True), "garbage"), False, RECORD) == (None, {RECORD: None})
+
+
+def test_without_a_record_or_a_cordon_nothing_is_decided():
+    assert cordon_with_record(make_node(unschedulable=True), False, None) == (False, {})
+    assert cordon_with_record(make_node(), True, None) == (True, {})
+    assert cordon_with_record(recorded(make_node(), "false"), None, RECORD) == (None, {})
+
+
+def _write(node, cordon, record):
+    """The node after the write k8s_node_taint makes for ``cordon`` with ``record``."""
+    wanted, annotations = cordon_with_record(node, cordon, record)
+    patch = combine_patches(taint_patch(node, [], "present", wanted), label_patch(node, {}, annotations))
+    return apply_patch_locally(node, patch) if patch else node
+
+
+@given(before=st.booleans(), fences=st.integers(min_value=1, max_value=4), cordoned_between=st.booleans())
+def test_fencing_any_number_of_times_then_releasing_restores_the_cordon_the_node_had(before, fences, cordoned_between):
+    """Interrupted runs fence again (the node then already cordoned by the rollout); the release
+    restores what the node was before the first fencing, whatever happened in between."""
+    node = make_node(unschedulable=before)
+    for index in range(fences):
+        node = _write(node, True, RECORD)
+        assert node["spec"]["unschedulable"] is True
+        if cordoned_between and index == 0:
+            # Someone cordons the already fenced node again: it changes nothing the record says.
+            node["spec"]["unschedulable"] = True
+    node = _write(node, False, RECORD)
+    assert bool(node["spec"].get("unschedulable")) is before
+    assert RECORD not in node["metadata"]["annotations"]
+    # A second release changes nothing.
+    assert _write(node, False, RECORD) == node
 
 
 def test_removing_the_last_taint_sends_an_empty_list():

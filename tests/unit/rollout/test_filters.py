@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.gpuops.nvidia.plugins.callback.mig_rollout import batch_sizes, summary_lines
@@ -171,6 +173,14 @@ def test_summary_names_failed_nodes_and_why():
     assert lines == ["gpu-1: x -> y; 1 pod(s) evicted; 2.0s; success", "b: ? -> ?; 0 pod(s) evicted; -; failed: PDB blocked eviction"]
 
 
+def test_summary_says_why_a_node_was_skipped():
+    skipped = {"host": "c", "node": "gpu-3", "before": "x", "after": "x", "evicted": [], "result": "skipped",
+               "message": "node gpu-3 is labelled gpuops.io/mig-reconfigure.skip=true: left out of the rollout"}
+    assert summary_lines({"c": skipped}, {}) == [
+        "gpu-3: x -> x; 0 pod(s) evicted; -; skipped: node gpu-3 is labelled gpuops.io/mig-reconfigure.skip=true: "
+        "left out of the rollout"]
+
+
 def test_summary_says_when_the_device_map_was_unavailable_and_lists_the_pods():
     pods = [{"namespace": "ml", "name": "a", "reason": "requests nvidia.com/gpu; ... socket /s does not exist"},
             {"namespace": "ml", "name": "b", "reason": "requests nvidia.com/gpu; ... socket /s does not exist"}]
@@ -205,13 +215,34 @@ def test_node_decision_of_a_converged_node_needs_nothing():
         allocatable={"nvidia.com/mig-1g.5gb": "7", "cpu": "8"})
     assert f.mig_node_decision(node, plan, "all-1g.5gb") == {
         "layout_changes": False, "advertised_diff": [], "advertised_current": True, "tainted": False,
-        "labels_current": True, "reboot": False, "disruptive": False, "plan_after_driver": False, "refusal": ""}
+        "labels_current": True, "reboot": False, "disruptive": False, "plan_after_driver": False, "refusal": "",
+        "skipped": False}
     # A driver installed earlier in the run waits for the rollout's reboot: the node goes through a change.
     pending = f.mig_node_decision(node, plan, "all-1g.5gb", reboot_pending=True)
     assert pending["reboot"] is True and pending["disruptive"] is True
     # Another config recorded: only the labels are behind.
     assert f.mig_node_decision(node, plan, "all-3g.20gb")["labels_current"] is False
     assert f.mig_node_decision(node, plan, "all-3g.20gb")["disruptive"] is False
+
+
+@given(changed=st.booleans(), stale=st.booleans(), tainted=st.booleans(), reboot=st.booleans(), no_driver=st.booleans(),
+       unadvertisable=st.booleans(), config=st.sampled_from([None, "all-1g.5gb", "all-3g.20gb"]))
+def test_a_node_labelled_skip_is_left_alone_whatever_it_runs(changed, stale, tainted, reboot, no_driver, unadvertisable, config):
+    plan = {"changed": changed, "nvml_unavailable": "no driver" if no_driver else "",
+            "expected": {"allocatable": {"nvidia.com/mig-1g.5gb": 7}, "labels": {},
+                         "errors": ["cannot"] if unadvertisable else []}}
+    labels = {"nvidia.com/gpu.deploy.device-plugin": "true", f.SKIP_LABEL: "true"}
+    node = node_object(labels, [{"key": "gpuops.io/mig-reconfigure", "effect": "NoSchedule"}] if tainted else [],
+                       {"nvidia.com/mig-1g.5gb": "3" if stale else "7"})
+    decision = f.mig_node_decision(node, plan, config, reboot_pending=reboot, settings={"k8s_gpu_mig_strategy": "mixed"})
+    assert decision["skipped"] is True
+    assert decision["disruptive"] is False and decision["labels_current"] is True and decision["reboot"] is False
+    assert decision["refusal"] == ""
+    # Bad settings refuse the whole run, a skipped node included.
+    assert f.mig_node_decision(node, plan, config, settings={"k8s_gpu_mig_strategy": "hybrid"})["refusal"]
+    # Any other value of the label skips nothing.
+    labels[f.SKIP_LABEL] = "false"
+    assert f.mig_node_decision(node, dict(plan, changed=True), config)["skipped"] is False
 
 
 def test_node_decision_is_disruptive_for_a_layout_change_a_stale_advertisement_or_the_rollout_taint():
