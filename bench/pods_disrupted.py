@@ -103,7 +103,10 @@ def run(options: Options) -> Dict[str, Any]:
     cluster = Cluster.up(workdir, nodes=2, gpus=GPUS, model="a100", plugin_delay=0.2)
     try:
         collection_node, seed_node = cluster.nodes[:2]
-        common = {"k8s_gpu_mig_strategy": "mixed", "mig_configs": CONFIGS, "mig_reconfigure_wait_timeout": 180}
+        # The workload is bare pods on purpose (an evicted pod is gone, not re-created, so it can be
+        # counted), and the rollout refuses to evict a bare pod unless told, as kubectl drain does.
+        common = {"k8s_gpu_mig_strategy": "mixed", "mig_configs": CONFIGS, "mig_reconfigure_wait_timeout": 180,
+                  "mig_reconfigure_delete_bare_pods": True}
         # Both nodes run all-disabled, the device plugin advertises their 8 GPUs, the labels say so.
         converge_by_construction(cluster, "mixed", "all-disabled", "nvidia.com/gpu", GPUS)
         for node in (collection_node, seed_node):
