@@ -275,7 +275,7 @@ _GB200 = _seven_slice(("23", "47", "47", "93", "186"),
 _MEM_B300 = 275040
 _MEM_GB300 = 284208
 
-# PCI subsystem IDs: captured for the A100, A30, H100, H100 NVL, H200, T4 and L4; the others are
+# PCI subsystem IDs: captured for the A100, A30, H100 80GB HBM3 and T4; the others are
 # placeholders (unverified). mig-parted's default config matches on device IDs only.
 MODELS: tuple[GpuModel, ...] = (
     # --- Ampere, 40 GB: mig-parted's "A100-40GB, A800-40GB" group ---------------------------
@@ -354,6 +354,18 @@ MODELS: tuple[GpuModel, ...] = (
 )
 
 _BY_KEY = {key: m for m in MODELS for key in (m.name.lower(), *m.aliases)}
+
+
+def one_per_profile_table(models: tuple[GpuModel, ...] = MODELS) -> list[GpuModel]:
+    """The first MIG model of each distinct profile table (models sharing a table, such as A100
+    and A800, behave alike under MIG): for tests that need each table once, not each PCI ID."""
+    seen: set[tuple[GpuInstanceProfile, ...]] = set()
+    chosen = []
+    for model in models:
+        if model.mig_capable and model.gi_profiles not in seen:
+            seen.add(model.gi_profiles)
+            chosen.append(model)
+    return chosen
 
 
 def find_model(text: str) -> GpuModel:

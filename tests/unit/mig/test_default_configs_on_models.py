@@ -13,6 +13,7 @@ simulated MIG model. What each case must do is restated here from the simulator'
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -20,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 import yaml
 
-from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError, build_plan
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reconcile import apply_reading, read_and_plan
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import parse_spec
 from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import open_nvml
@@ -115,28 +116,60 @@ def test_every_gpu_model_the_default_file_names_is_simulated():
     simulated = {m.pci_device_id: m for m in MIG_MODELS}
     assert len(NAMED_IDS) == 27
     assert [hex(pci) for pci in NAMED_IDS if pci not in simulated] == []
-    # Each model's own all-<profile> configs exist in the file (its table matches mig-parted's names).
+    # Each model's own configs exist in the file (its table has mig-parted's names) and are among
+    # those that must apply to it: all-disabled, all-enabled, all-balanced, all-<each profile>.
     for pci in NAMED_IDS:
         model = simulated[pci]
-        for profile in model.gi_profiles:
-            assert "all-" + profile.name.replace("+", ".") in CONFIGS, (model.name, profile.name)
+        own = ["all-disabled", "all-enabled", "all-balanced"] + ["all-" + p.name.replace("+", ".") for p in model.gi_profiles]
+        for name in own:
+            assert name in CONFIGS, (model.name, name)
+            entry = deciding_entry(CONFIGS[name], model)
+            if name == "all-1g.35gb" and pci == 0x233B10DE:
+                # Upstream quirk: all-1g.35gb's filters name the H200 SXM and GB300, not the H200 NVL.
+                assert entry is None
+                continue
+            assert entry is not None and expected_outcome(entry, model)[0] is not None, (model.name, name)
 
 
 @pytest.fixture(scope="module")
 def node_file(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One state file, re-created for each case (cheaper than a directory per case)."""
+    """One state file, re-written for each case (cheaper than a directory per case)."""
     return str(tmp_path_factory.mktemp("default-configs") / "node.json")
+
+
+_FRESH: Dict[str, Tuple[bytes, Any]] = {}
+
+
+def fresh_node(path: str, model: GpuModel) -> Tuple[bytes, Any]:
+    """A new node with one GPU of ``model``, MIG disabled: its state file and what NVML reads from
+    it (read once per model; a refused config is planned against that reading)."""
+    if model.name not in _FRESH:
+        sim.init_node(path, model, 1)
+        nvml = open_nvml({"GPUOPS_NVML_SIMULATOR": path})
+        try:
+            _FRESH[model.name] = (Path(path).read_bytes(), nvml.read_node())
+        finally:
+            nvml.close()
+    return _FRESH[model.name]
 
 
 @pytest.mark.parametrize("name, model", CASES)
 def test_named_config_applies_on_the_model_or_is_refused_naming_config_model_and_profile(node_file, name, model):
     path = node_file
-    sim.init_node(path, model, 1)
-    before = Path(path).read_bytes()
+    state, reading = fresh_node(path, model)
     entries = SPEC.select(name)[1]
     entry = deciding_entry(CONFIGS[name], model)
     assert entry is not None  # every case is a model the config names, or a config for every model
     layout, unfit = expected_outcome(entry, model)
+    if layout is None:
+        # read_and_plan's plan step, on this model's reading: validation fails before any NVML call.
+        with pytest.raises(PlanError) as refused:
+            build_plan(name, list(entries), reading.gpus)
+        message = str(refused.value)
+        assert "config %r" % name in message and model.name in message and unfit in message, message
+        return
+
+    Path(path).write_bytes(state)
 
     def run_command(argv: List[str]) -> Tuple[int, str, str]:
         assert argv[:3] == RESET_COMMAND[:3]
@@ -144,21 +177,30 @@ def test_named_config_applies_on_the_model_or_is_refused_naming_config_model_and
 
     nvml = open_nvml({"GPUOPS_NVML_SIMULATOR": path})
     try:
-        if layout is None:
-            with pytest.raises(PlanError) as refused:
-                read_and_plan(nvml, name, entries)
-            message = str(refused.value)
-            assert "config %r" % name in message and model.name in message and unfit in message, message
-            assert Path(path).read_bytes() == before  # refused before any NVML change
-            return
-        reading = read_and_plan(nvml, name, entries)
-        outcome = apply_reading(nvml, reading, entries, run_command, RESET_COMMAND, None, False)
+        planned = read_and_plan(nvml, name, entries)
+        outcome = apply_reading(nvml, planned, entries, run_command, RESET_COMMAND, None, False)
         assert outcome.failure is None, str(outcome.failure)
         assert nvml_layout(path) == (entry["mig-enabled"], layout)
         renamed = sorted(set(layout) - set(entry.get("mig-devices") or {}))
-        assert len(reading.plan.warnings) == len(renamed)  # a renamed profile is applied with a warning
-        assert all(any(n in w for w in reading.plan.warnings) for n in renamed), reading.plan.warnings
+        assert len(planned.plan.warnings) == len(renamed)  # a renamed profile is applied with a warning
+        assert all(any(n in w for w in planned.plan.warnings) for n in renamed), planned.plan.warnings
         # Applied means converged: a second read plans nothing.
         assert not read_and_plan(nvml, name, entries).plan.changed
     finally:
         nvml.close()
+
+
+@pytest.mark.parametrize("name, model", [("all-1g.5gb", "NVIDIA B200"), ("all-1g.24gb.me.all", "NVIDIA A100-SXM4-40GB"),
+                                         ("all-1g.23gb", "NVIDIA H100 NVL"), ("all-2g.48gb.gfx", "NVIDIA GB200")])
+def test_a_refused_config_changes_nothing_through_nvml(tmp_path, name, model):
+    # The whole path, read → plan, on the simulated node: refused with the state file untouched.
+    path = str(tmp_path / "node.json")
+    sim.init_node(path, model, 1)
+    before = Path(path).read_bytes()
+    nvml = open_nvml({"GPUOPS_NVML_SIMULATOR": path})
+    try:
+        with pytest.raises(PlanError, match="config '%s'.*%s" % (re.escape(name), re.escape(model))):
+            read_and_plan(nvml, name, SPEC.select(name)[1])
+    finally:
+        nvml.close()
+    assert Path(path).read_bytes() == before
