@@ -100,8 +100,10 @@ def expected_outcome(entry: Dict[str, Any], model: GpuModel) -> Tuple[Optional[D
         if name is None or count > counts[name]:
             return None, requested
         layout[name] = layout.get(name, 0) + count
+    # nvml.h: a "+me.all" instance takes every media engine; only "-me" instances fit beside it.
     everything = [n for n in layout if n.endswith("+me.all")]
-    if everything and (sum(layout[n] for n in everything) > 1 or any(not n.endswith(("+me.all", "-me")) for n in layout)):
+    beside = [n for n in layout if not n.endswith(("+me.all", "-me"))]
+    if everything and (sum(layout[n] for n in everything) > 1 or beside):
         return None, everything[0]
     return layout, None
 
@@ -120,7 +122,8 @@ def test_every_gpu_model_the_default_file_names_is_simulated():
     # those that must apply to it: all-disabled, all-enabled, all-balanced, all-<each profile>.
     for pci in NAMED_IDS:
         model = simulated[pci]
-        own = ["all-disabled", "all-enabled", "all-balanced"] + ["all-" + p.name.replace("+", ".") for p in model.gi_profiles]
+        own = ["all-disabled", "all-enabled", "all-balanced"]
+        own += ["all-" + p.name.replace("+", ".") for p in model.gi_profiles]
         for name in own:
             assert name in CONFIGS, (model.name, name)
             entry = deciding_entry(CONFIGS[name], model)
@@ -204,3 +207,20 @@ def test_a_refused_config_changes_nothing_through_nvml(tmp_path, name, model):
     finally:
         nvml.close()
     assert Path(path).read_bytes() == before
+
+
+@pytest.mark.parametrize("layout", [{"1g.24gb+me.all": 1, "1g.24gb-me": 3}, {"2g.48gb+me.all": 1, "2g.48gb-me": 1},
+                                    {"1g.24gb+gfx": 2, "2g.48gb+gfx": 1}, {"1g.24gb+me": 1, "1g.24gb": 1, "2g.48gb-me": 1}])
+def test_graphics_and_media_engine_variants_apply_on_the_rtx_pro_6000(tmp_path, layout):
+    path = str(tmp_path / "node.json")
+    sim.init_node(path, "NVIDIA RTX PRO 6000 Blackwell Server Edition", 1)
+    name, entries = parse_spec({"version": "v1", "mig-configs": {"mixed": [
+        {"devices": "all", "mig-enabled": True, "mig-devices": layout}]}}).select("mixed")
+    nvml = open_nvml({"GPUOPS_NVML_SIMULATOR": path})
+    try:
+        outcome = apply_reading(nvml, read_and_plan(nvml, name, entries), entries, None, None, None, False)
+        assert outcome.failure is None, str(outcome.failure)
+        assert nvml_layout(path) == (True, layout)
+        assert not read_and_plan(nvml, name, entries).plan.changed
+    finally:
+        nvml.close()
