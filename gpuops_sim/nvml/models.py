@@ -259,19 +259,21 @@ _H200 = _seven_slice(("18", "35", "35", "71", "141"), (16384, 33024, 71168, 1433
 _MEM_96GB = 97871
 _NAMES_96GB = ("12", "24", "24", "48", "96")
 # GH200 144G HBM3e: 1g, 1g double memory and 2g captured (mig-parted #139); 3g/4g/7g nominal.
+# Device total unverified: any total just under 144 GiB gives mig-parted's names.
 _MEM_GH200_144GB = 146944
 _GH200_144GB = _seven_slice(("18", "36", "36", "72", "144"),
                             (17920, 36096, nominal_memory_mib(_MEM_GH200_144GB, 4),
                              nominal_memory_mib(_MEM_GH200_144GB, 8)), HOPPER_ENGINES)
 # B200: every memory size captured (current driver; the Jan-2025 driver had 22528 MiB for 1g).
 _B200 = _seven_slice(("23", "45", "45", "90", "180"), (20992, 45312, 91136, 182784), BLACKWELL_ENGINES)
-# GB200: 1g (22.00 GiB) and 1g double memory / 2g (45.50 GiB) captured; 3g/4g/7g nominal.
+# GB200: 1g (22.00 GiB) and 1g double memory / 2g (45.50 GiB) captured; 3g/4g/7g nominal; the
+# device total (just under 186 GiB) unverified.
 _MEM_GB200 = 189471
 _GB200 = _seven_slice(("23", "47", "47", "93", "186"),
                       (22528, 46592, nominal_memory_mib(_MEM_GB200, 4), nominal_memory_mib(_MEM_GB200, 8)),
                       GB200_ENGINES)
 # B300 / GB300: no published table; names from mig-parted's default config, memory nominal,
-# engines as B200 (unverified).
+# engines as B200, device totals just under 269 / 278 GiB (all unverified).
 _MEM_B300 = 275040
 _MEM_GB300 = 284208
 
