@@ -20,7 +20,7 @@ from bench.common import DEFAULT_CONFIGS, Options, median, rounded
 
 GPUS_PER_NODE = 8
 QUICK_MODELS = ("NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3")
-# The models the published figure covers (the simulator offers more; they share these tables' shape).
+# The models of the figure in docs/benchmarks.md (the simulator offers more).
 FULL_MODELS = ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB", "NVIDIA A30", "NVIDIA H100 80GB HBM3", "NVIDIA H100 NVL",
                "NVIDIA H200", "Tesla T4", "NVIDIA L4")
 QUICK_CONFIGS = ("all-disabled", "all-1g.5gb", "all-1g.10gb", "all-3g.40gb", "all-balanced", "all-7g.80gb")
