@@ -139,9 +139,21 @@ def _overlaps(start: int, size: int, taken: list[tuple[int, int]]) -> bool:
     return any(start < end and begin < start + size for begin, end in taken)
 
 
+def media_engines_taken(gpu: Gpu, profile: GpuInstanceProfile) -> bool:
+    """nvml.h: a "+me.all" instance holds every media engine, so beside it only "-me" instances
+    (which have none) can exist, and it can only be created beside "-me" instances."""
+    model = model_of(gpu)
+    existing = [gi_profile_of(model, gi) for gi in gpu["gpu_instances"]]
+    if profile.takes_all_media_engines:
+        return any(not p.has_no_media_engines for p in existing)
+    return not profile.has_no_media_engines and any(p.takes_all_media_engines for p in existing)
+
+
 def free_gi_starts(gpu: Gpu, profile: GpuInstanceProfile) -> list[int]:
     """Legal starts of the profile that do not overlap an existing GPU instance."""
     if sum(1 for gi in gpu["gpu_instances"] if gi["profile_id"] == profile.id) >= profile.instance_count:
+        return []
+    if media_engines_taken(gpu, profile):
         return []
     taken = _occupied(gpu)
     return [s for s in profile.placement_starts if not _overlaps(s, profile.placement_size, taken)]

@@ -390,6 +390,7 @@ def _plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuP
     profiles = {p.id: p for p in gpu.profiles}
     wanted: Dict[int, int] = {}
     resolved_names: Dict[str, int] = {}
+    requested_as: Dict[int, str] = {}
     for requested, count in entry.mig_devices:
         if count == 0:
             continue
@@ -403,6 +404,7 @@ def _plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuP
         if note:
             plan.warnings.append(note)
         wanted[profile.id] = wanted.get(profile.id, 0) + count
+        requested_as.setdefault(profile.id, requested)
         resolved_names[profile.name] = resolved_names.get(profile.name, 0) + count
     plan.desired = dict(sorted(resolved_names.items()))
 
@@ -419,9 +421,12 @@ def _plan_gpu(gpu: Gpu, entry: Optional[ConfigEntry], config: str) -> Tuple[GpuP
     for pid, count in sorted(wanted.items()):
         profile = profiles[pid]
         if count > profile.instance_count:
+            # Name the profile as the config spells it, and this GPU's name for it when they differ.
+            asked = requested_as[pid]
+            shown = asked if asked == profile.name else "%s (this GPU's %s)" % (asked, profile.name)
             problems.append(
                 "%s GPU %d (%s): %d x %s requested but the GPU offers at most %d"
-                % (where, gpu.index, gpu.name, count, profile.name, profile.instance_count)
+                % (where, gpu.index, gpu.name, count, shown, profile.instance_count)
             )
     _check_exclusive_media(gpu, wanted, profiles, problems, where)
     if problems:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from gpuops_sim.nvml.models import MODELS
+from gpuops_sim.nvml.models import one_per_profile_table
 
 DEFAULT = Path(__file__).resolve().parents[3] / "files" / "mig-configs" / "default.yaml"
-MIG_MODELS = [m for m in MODELS if m.mig_capable]
+# One model per profile table: models that share a table (A100 / A800, H100 / H800, ...) behave alike.
+MIG_MODELS = one_per_profile_table()
 
 
 def shape(profile: str):

@@ -9,9 +9,10 @@ import sys
 
 import gpuops_sim.nvml
 import pytest
-from gpuops_sim.nvml.models import MODELS
+from gpuops_sim.nvml.models import one_per_profile_table
 
-MIG_MODELS = [m for m in MODELS if m.mig_capable]
+# One model per profile table: models that share a table (A100 / A800, H100 / H800, ...) behave alike.
+MIG_MODELS = one_per_profile_table()
 A100 = "NVIDIA A100-SXM4-40GB"
 H100 = "NVIDIA H100 80GB HBM3"
 

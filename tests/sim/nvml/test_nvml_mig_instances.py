@@ -9,17 +9,21 @@ import pytest
 
 from gpuops_sim import nvml as sim
 from gpuops_sim.nvml.models import MODELS, MIB, mig_memory_size_gb
-from test_nvml_models import EXPECTED_MAX
+from test_nvml_models import EXPECTED_MAX, SUFFIX
 
 MIG_MODELS = [m.name for m in MODELS if m.mig_capable]
-BALANCED = {
-    "NVIDIA A100-SXM4-40GB": {"3g.20gb": 1, "2g.10gb": 1, "1g.5gb": 2},
-    "NVIDIA A100-SXM4-80GB": {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 2},
-    "NVIDIA H100 80GB HBM3": {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 2},
-    "NVIDIA H100 NVL": {"3g.47gb": 1, "2g.24gb": 1, "1g.12gb": 2},
-    "NVIDIA H200": {"3g.71gb": 1, "2g.35gb": 1, "1g.18gb": 2},
-    "NVIDIA A30": {"2g.12gb": 1, "1g.6gb": 2},
-}
+
+
+def balanced(model: str) -> dict[str, int]:
+    """mig-parted's all-balanced: 1 x 3g, 1 x 2g, 2 x 1g of the plain profiles (the 1g with the
+    most instances), largest first so the automatic placement cannot fragment the grid."""
+    plain = {name: count for name, count in EXPECTED_MAX[model].items() if "+" not in name and "-" not in name}
+    layout = {}
+    for slices, count in ((3, 1), (2, 1), (1, 2)):
+        choices = sorted((-n, name) for name, n in plain.items() if name.startswith(f"{slices}g."))
+        if choices:
+            layout[choices[0][1]] = count
+    return layout
 
 
 def profiles(handle) -> dict[str, pynvml.c_nvmlGpuInstanceProfileInfo_v2_t]:
@@ -31,8 +35,7 @@ def profiles(handle) -> dict[str, pynvml.c_nvmlGpuInstanceProfileInfo_v2_t]:
             info = pynvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, enum)
         except (pynvml.NVMLError_NotSupported, pynvml.NVMLError_InvalidArgument):
             continue
-        suffix = "+me" if enum in (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1,
-                                   pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1) else ""
+        suffix = SUFFIX.get(enum, "")
         name = f"{info.sliceCount}g.{mig_memory_size_gb(total, info.memorySizeMB)}gb{suffix}"
         assert info.name == f"MIG {name}"
         found[name] = info
@@ -69,7 +72,7 @@ def test_all_balanced_layout_with_default_compute_instances(simulated_node, mode
     path = simulated_node(model, mig_enabled=True)
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
     found = profiles(handle)
-    for name, count in BALANCED[model].items():
+    for name, count in balanced(model).items():
         for _attempt in range(count):
             gi = pynvml.nvmlDeviceCreateGpuInstance(handle, found[name].id)
             default_ci(gi, found[name].sliceCount)
@@ -78,12 +81,12 @@ def test_all_balanced_layout_with_default_compute_instances(simulated_node, mode
     for gi in shown["gpu_instances"]:
         layout[gi["profile"]] = layout.get(gi["profile"], 0) + 1
         assert [ci["profile"] for ci in gi["compute_instances"]] == [gi["profile"]]
-    assert layout == BALANCED[model]
+    assert layout == balanced(model)
     assert pynvml.nvmlDeviceGetMaxMigDeviceCount(handle) in (4, 7)
     mig_names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i))
-                 for i in range(sum(BALANCED[model].values()))]
+                 for i in range(sum(balanced(model).values()))]
     assert sorted(n.removeprefix(f"{model} MIG ") for n in mig_names) == sorted(
-        name for name, count in BALANCED[model].items() for _attempt in range(count))
+        name for name, count in balanced(model).items() for _attempt in range(count))
 
 
 def test_automatic_placement_follows_the_observed_driver_order(simulated_node):
@@ -252,3 +255,21 @@ def _ci_placement(start: int):
     where = pynvml.c_nvmlComputeInstancePlacement_t()
     where.start, where.size = start, 1
     return ctypes.byref(where)
+
+
+def test_an_instance_with_all_media_engines_leaves_room_only_for_no_media_ones(simulated_node):
+    # nvml.h: _ALL_ME blocks every profile except _NO_ME ones (RTX PRO 6000: +me.all id 65, -me id 67).
+    simulated_node("NVIDIA RTX PRO 6000 Blackwell Server Edition", mig_enabled=True)
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    everything = pynvml.nvmlDeviceCreateGpuInstance(handle, 65)
+    for blocked in (14, 21, 47, 5, 35, 64):
+        assert pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, blocked) == 0
+        with pytest.raises(pynvml.NVMLError_InsufficientResources):
+            pynvml.nvmlDeviceCreateGpuInstance(handle, blocked)
+    assert pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, 67) == 3
+    pynvml.nvmlDeviceCreateGpuInstance(handle, 67)
+    pynvml.nvmlGpuInstanceDestroy(everything)
+    # and the other way round: beside a plain instance no +me.all can be created
+    pynvml.nvmlDeviceCreateGpuInstance(handle, 14)
+    with pytest.raises(pynvml.NVMLError_InsufficientResources):
+        pynvml.nvmlDeviceCreateGpuInstance(handle, 65)

@@ -4,31 +4,65 @@ from __future__ import annotations
 
 import pytest
 
-from gpuops_sim.nvml.models import GI_1_SLICE_REV1, GI_2_SLICE_REV1, MIB, MODELS, find_model, mig_memory_size_gb
+from gpuops_sim.nvml.models import (
+    GI_1_SLICE_ALL_ME, GI_1_SLICE_GFX, GI_1_SLICE_NO_ME, GI_1_SLICE_REV1, GI_2_SLICE_ALL_ME, GI_2_SLICE_GFX,
+    GI_2_SLICE_NO_ME, GI_2_SLICE_REV1, GI_4_SLICE_GFX, MIB, MODELS, find_model, mig_memory_size_gb,
+)
 
-# known-geometries.md §B: the maximum of each profile alone (the all-<profile> named configs).
-EXPECTED_MAX = {
-    "NVIDIA A100-SXM4-40GB": {"1g.5gb": 7, "1g.5gb+me": 1, "1g.10gb": 4, "2g.10gb": 3, "3g.20gb": 2, "4g.20gb": 1,
-                              "7g.40gb": 1},
-    "NVIDIA A100-SXM4-80GB": {"1g.10gb": 7, "1g.10gb+me": 1, "1g.20gb": 4, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1,
-                              "7g.80gb": 1},
-    "NVIDIA H100 80GB HBM3": {"1g.10gb": 7, "1g.10gb+me": 1, "1g.20gb": 4, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1,
-                              "7g.80gb": 1},
-    "NVIDIA A30": {"1g.6gb": 4, "1g.6gb+me": 1, "2g.12gb": 2, "2g.12gb+me": 1, "4g.24gb": 1},
-    "NVIDIA H100 NVL": {"1g.12gb": 7, "1g.12gb+me": 1, "1g.24gb": 4, "2g.24gb": 3, "3g.47gb": 2, "4g.47gb": 1,
-                        "7g.94gb": 1},
-    "NVIDIA H200": {"1g.18gb": 7, "1g.18gb+me": 1, "1g.35gb": 4, "2g.35gb": 3, "3g.71gb": 2, "4g.71gb": 1,
-                    "7g.141gb": 1},
+# known-geometries.md §B: the maximum of each profile alone (the all-<profile> named configs of
+# mig-parted's default config), per group of models that share a profile table.
+_40GB = {"1g.5gb": 7, "1g.5gb+me": 1, "1g.10gb": 4, "2g.10gb": 3, "3g.20gb": 2, "4g.20gb": 1, "7g.40gb": 1}
+_80GB = {"1g.10gb": 7, "1g.10gb+me": 1, "1g.20gb": 4, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1, "7g.80gb": 1}
+_NVL_94GB = {"1g.12gb": 7, "1g.12gb+me": 1, "1g.24gb": 4, "2g.24gb": 3, "3g.47gb": 2, "4g.47gb": 1, "7g.94gb": 1}
+_96GB = {"1g.12gb": 7, "1g.12gb+me": 1, "1g.24gb": 4, "2g.24gb": 3, "3g.48gb": 2, "4g.48gb": 1, "7g.96gb": 1}
+_141GB = {"1g.18gb": 7, "1g.18gb+me": 1, "1g.35gb": 4, "2g.35gb": 3, "3g.71gb": 2, "4g.71gb": 1, "7g.141gb": 1}
+# model name: (PCI device id as mig-parted's device-filter writes it, profile maximums)
+EXPECTED = {
+    "NVIDIA A100-SXM4-40GB": (0x20B010DE, _40GB),
+    "NVIDIA A100 PCIe 40GB (20B1)": (0x20B110DE, _40GB),
+    "NVIDIA A100-PCIE-40GB": (0x20F110DE, _40GB),
+    "NVIDIA A800 40GB Active": (0x20F610DE, _40GB),
+    "NVIDIA A100-SXM4-80GB": (0x20B210DE, _80GB),
+    "NVIDIA A100 80GB PCIe": (0x20B510DE, _80GB),
+    "NVIDIA A800-SXM4-80GB": (0x20F310DE, _80GB),
+    "NVIDIA A800 80GB PCIe": (0x20F510DE, _80GB),
+    "NVIDIA H100 80GB HBM3": (0x233010DE, _80GB),
+    "NVIDIA H100 PCIe": (0x233110DE, _80GB),
+    "NVIDIA H800 PCIe": (0x232210DE, _80GB),
+    "NVIDIA H800": (0x232410DE, _80GB),
+    "NVIDIA A30": (0x20B710DE, {"1g.6gb": 4, "1g.6gb+me": 1, "2g.12gb": 2, "2g.12gb+me": 1, "4g.24gb": 1}),
+    "NVIDIA H100 NVL": (0x232110DE, _NVL_94GB),
+    "NVIDIA H800 NVL": (0x233A10DE, _NVL_94GB),
+    "NVIDIA H100 96GB": (0x233D10DE, _96GB),
+    "NVIDIA GH200 480GB": (0x234210DE, _96GB),
+    "NVIDIA PG506-232": (0x20B610DE, _96GB),
+    "NVIDIA H20": (0x232910DE, _96GB),
+    "NVIDIA H200": (0x233510DE, _141GB),
+    "NVIDIA H200 NVL": (0x233B10DE, _141GB),
+    "NVIDIA GH200 144G HBM3e": (0x234810DE, {"1g.18gb": 7, "1g.18gb+me": 1, "1g.36gb": 4, "2g.36gb": 3, "3g.72gb": 2,
+                                             "4g.72gb": 1, "7g.144gb": 1}),
+    "NVIDIA B200": (0x290110DE, {"1g.23gb": 7, "1g.23gb+me": 1, "1g.45gb": 4, "2g.45gb": 3, "3g.90gb": 2, "4g.90gb": 1,
+                                 "7g.180gb": 1}),
+    "NVIDIA GB200": (0x294110DE, {"1g.23gb": 7, "1g.23gb+me": 1, "1g.47gb": 4, "2g.47gb": 3, "3g.93gb": 2, "4g.93gb": 1,
+                                  "7g.186gb": 1}),
+    "NVIDIA B300 SXM6 AC": (0x318210DE, {"1g.34gb": 7, "1g.34gb+me": 1, "1g.67gb": 4, "2g.67gb": 3, "3g.135gb": 2,
+                                         "4g.135gb": 1, "7g.269gb": 1}),
+    "NVIDIA GB300": (0x31C210DE, {"1g.35gb": 7, "1g.35gb+me": 1, "1g.70gb": 4, "2g.70gb": 3, "3g.139gb": 2,
+                                  "4g.139gb": 1, "7g.278gb": 1}),
+    "NVIDIA RTX PRO 6000 Blackwell Server Edition": (0x2BB510DE, {
+        "1g.24gb": 4, "1g.24gb+gfx": 4, "1g.24gb+me": 1, "1g.24gb+me.all": 1, "1g.24gb-me": 4,
+        "2g.48gb": 2, "2g.48gb+gfx": 2, "2g.48gb+me.all": 1, "2g.48gb-me": 2, "4g.96gb": 1, "4g.96gb+gfx": 1}),
 }
-PCI_IDS = {
-    "NVIDIA A100-SXM4-40GB": 0x20B010DE, "NVIDIA A100-SXM4-80GB": 0x20B210DE, "NVIDIA A30": 0x20B710DE,
-    "NVIDIA H100 80GB HBM3": 0x233010DE, "NVIDIA H100 NVL": 0x232110DE, "NVIDIA H200": 0x233510DE,
-}
+EXPECTED_MAX = {name: maximums for name, (_pci, maximums) in EXPECTED.items()}
 MIG_MODELS = [m for m in MODELS if m.mig_capable]
+# nvml.h's GPU-instance profile enum -> the name suffix go-nvlib gives it.
+SUFFIX = {GI_1_SLICE_REV1: "+me", GI_2_SLICE_REV1: "+me", GI_1_SLICE_GFX: "+gfx", GI_2_SLICE_GFX: "+gfx",
+          GI_4_SLICE_GFX: "+gfx", GI_1_SLICE_NO_ME: "-me", GI_2_SLICE_NO_ME: "-me", GI_1_SLICE_ALL_ME: "+me.all",
+          GI_2_SLICE_ALL_ME: "+me.all"}
 
 
 def go_nvlib_name(total_mib: int, profile) -> str:
-    suffix = "+me" if profile.enum in (GI_1_SLICE_REV1, GI_2_SLICE_REV1) else ""
+    suffix = SUFFIX.get(profile.enum, "")
     return f"{profile.slice_count}g.{mig_memory_size_gb(total_mib * MIB, profile.memory_mib)}gb{suffix}"
 
 
@@ -40,8 +74,24 @@ def test_profile_names_follow_go_nvlib_formula(model):
 
 @pytest.mark.parametrize("model", MIG_MODELS, ids=lambda m: m.name)
 def test_profiles_and_counts_match_mig_parted_configs(model):
-    assert {p.name: p.instance_count for p in model.gi_profiles} == EXPECTED_MAX[model.name]
-    assert model.pci_device_id == PCI_IDS[model.name]
+    pci_device_id, maximums = EXPECTED[model.name]
+    assert {p.name: p.instance_count for p in model.gi_profiles} == maximums
+    assert model.pci_device_id == pci_device_id
+
+
+def test_model_names_aliases_and_pci_ids_are_unique():
+    keys = [key for m in MODELS for key in (m.name.lower(), *m.aliases)]
+    assert len(keys) == len(set(keys))
+    assert len({m.pci_device_id for m in MODELS}) == len(MODELS)
+    assert set(EXPECTED) == {m.name for m in MIG_MODELS}
+
+
+@pytest.mark.parametrize("model", MIG_MODELS, ids=lambda m: m.name)
+def test_profile_ids_are_unique_and_no_profile_exceeds_the_gpu(model):
+    assert len({p.id for p in model.gi_profiles}) == len({p.enum for p in model.gi_profiles}) == len(model.gi_profiles)
+    for profile in model.gi_profiles:
+        assert profile.multiprocessors <= model.multiprocessors
+        assert profile.memory_mib <= model.memory_total_mib
 
 
 def test_formula_rounds_half_away_from_zero():

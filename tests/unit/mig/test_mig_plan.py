@@ -124,6 +124,12 @@ def test_count_above_instance_count():
         plan_one(gpu(A100), enabled({"1g.5gb": 8}))
 
 
+def test_count_above_instance_count_of_a_renamed_profile_names_both_spellings():
+    # 7g.79gb is an older driver's name for 7g.80gb: the refusal says what the config asked for.
+    with pytest.raises(PlanError, match=r"2 x 7g\.79gb \(this GPU's 7g\.80gb\) requested but the GPU offers at most 1"):
+        plan_one(gpu(A100_80), enabled({"7g.79gb": 2}))
+
+
 def test_all_gpus_validated_together():
     good = gpu(A100, index=0)
     bad = gpu(A30, index=1)
