@@ -299,7 +299,9 @@ def _keeps_allocated(state: _Gpu, geometry: Mapping[str, int]) -> bool:
 
 def _fill(state: _Gpu, fit: _Fit, fill: str) -> Dict[str, int]:
     """The final geometry of a changed GPU: what its pods need, then the default shape."""
-    required = fit.geometry(state, state.fixed(), [p for p, _pod in state.new]) or {}
+    required = fit.geometry(state, state.fixed(), [p for p, _pod in state.new])
+    if required is None:  # pragma: no cover - every step that led here was checked to fit
+        raise RuntimeError("GPU %d of node %s: the planned instances no longer fit" % (state.gpu.index, state.node))
     if state.allowed is not None or fill == "none":
         return required
     fixed = list(state.fixed())
@@ -416,9 +418,16 @@ def _try_node(node: _Node, pod: PendingPod, wanted: List[str], tier: int, fit: _
         for state in node.gpus:
             taken = claimed.get(state.gpu.index, [])
             for slot in state.free_slots(profile):
-                if slot not in taken:
-                    step = (state, slot)
-                    break
+                if slot in taken:
+                    continue
+                if state.changed or state.gpu.index in created:
+                    # The GPU is being re-laid: the device stays only if the new instances fit around it.
+                    new = [p for p, _ in state.new] + created.get(state.gpu.index, [])
+                    geometry = fit.geometry(state, state.fixed() + taken + [slot], new)
+                    if geometry is None or not _keeps_allocated(state, geometry):
+                        continue
+                step = (state, slot)
+                break
             if step:
                 break
         if step is None and tier >= TIER_CHANGED:
