@@ -29,6 +29,7 @@ The rules (docs/demand-partitioning.md):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -85,22 +86,18 @@ def profile_of_resource(resource: str) -> Optional[str]:
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def gpu_from_dict(data: Mapping[str, Any]) -> Gpu:
-    """A gpu_info GPU (``gpus[]``) as the facts the planners read."""
+def gpu_from_dict(data: Mapping[str, Any], cache: Optional[Dict[Any, Any]] = None) -> Gpu:
+    """A gpu_info GPU (``gpus[]``) as the facts the planners read.
+
+    ``cache`` shares the parsed profile tables and placements between GPUs that report the same
+    ones: the GPUs of a fleet are of a few models, and a fleet has thousands of them.
+    """
+    cache = {} if cache is None else cache
     mig = data.get("mig") or {}
-    profiles = tuple(
-        GpuProfile(
-            name=str(p["name"]), id=int(p["id"]), enum=int(p.get("enum", -1)), slices=int(p.get("slices") or 0),
-            memory_mib=int(p.get("memory_mib") or 0), instance_count=int(p.get("instance_count") or 0),
-            placements=tuple(sorted(Placement(int(x["start"]), int(x["size"])) for x in p.get("placements") or [])),
-            suffix=_suffix(str(p["name"])),
-        )
-        for p in mig.get("profiles") or []
-    )
     instances = tuple(
         GpuInstance(
             gi_id=int(i["gi_id"]), profile_id=int(i["profile_id"]), profile=str(i["profile"]),
-            placement=Placement(int(i["placement_start"]), int(i["placement_size"])),
+            placement=_placement(i["placement_start"], i["placement_size"], cache),
             devices=tuple(MigDevice(ci_id=int(d.get("ci_id", 0)), profile=str(d.get("profile") or i["profile"]),
                                     uuid=str(d.get("uuid") or ""), full_width="c." not in str(d.get("profile") or ""))
                           for d in i.get("devices") or []),
@@ -109,13 +106,50 @@ def gpu_from_dict(data: Mapping[str, Any]) -> Gpu:
     )
     processes = tuple(GpuProcess(pid=int(p.get("pid", 0)), gi_id=p.get("gi_id"), ci_id=p.get("ci_id"))
                       for p in data.get("processes") or [])
+    info = _info(data, cache)
     return Gpu(
+        index=info.index, uuid=info.uuid, name=info.name, pci_device_id=info.pci_device_id,
+        pci_subsystem_id=info.pci_subsystem_id, memory_total_mib=int(data.get("memory_total_mib") or 0),
+        mig_capable=info.mig_capable, mig_current=info.mig_current, mig_pending=info.mig_pending,
+        profiles=info.profiles, instances=instances, processes=processes,
+    )
+
+
+def _info(data: Mapping[str, Any], cache: Dict[Any, Any]) -> _Info:
+    mig = data.get("mig") or {}
+    raw = mig.get("profiles") or []
+    # A profile table is the model's and the driver's: the same PCI ID and the same profiles, counts
+    # and placement counts and ends mean the same table, read once for the fleet.
+    key = (data.get("pci_device_id"), data.get("memory_total_mib"),
+           tuple([(p["name"], p["id"], p.get("instance_count"), len(p.get("placements") or ()),
+                   tuple((p.get("placements") or [{}])[0].items()), tuple((p.get("placements") or [{}])[-1].items()))
+                  for p in raw]))
+    profiles = cache.get(key)
+    if profiles is None:
+        exact = tuple((p["name"], p["id"], p.get("enum", -1), p.get("slices"), p.get("memory_mib"), p.get("instance_count"),
+                       tuple((x["start"], x["size"]) for x in p.get("placements") or [])) for p in raw)
+        profiles = cache[key] = tuple(
+            GpuProfile(
+                name=str(name), id=int(pid), enum=int(enum), slices=int(slices or 0), memory_mib=int(memory or 0),
+                instance_count=int(count or 0), placements=tuple(sorted(_placement(start, size, cache) for start, size in starts)),
+                suffix=_suffix(str(name)),
+            )
+            for name, pid, enum, slices, memory, count, starts in exact
+        )
+    return _Info(
         index=int(data["index"]), uuid=str(data.get("uuid") or ""), name=str(data.get("name") or ""),
         pci_device_id=str(data.get("pci_device_id") or ""), pci_subsystem_id=str(data.get("pci_subsystem_id") or ""),
-        memory_total_mib=int(data.get("memory_total_mib") or 0), mig_capable=bool(mig.get("capable")),
-        mig_current=bool(mig.get("current")), mig_pending=bool(mig.get("pending")),
-        profiles=profiles, instances=instances, processes=processes,
+        mig_capable=bool(mig.get("capable")), mig_current=bool(mig.get("current")), mig_pending=bool(mig.get("pending")),
+        profiles=profiles,
     )
+
+
+def _placement(start: Any, size: Any, cache: Dict[Any, Any]) -> Placement:
+    key = ("placement", int(start), int(size))
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = Placement(key[1], key[2])
+    return found
 
 
 def _suffix(name: str) -> str:
@@ -173,7 +207,7 @@ def parse_pods(pods: Any) -> List[PendingPod]:
     return list(parsed.values())
 
 
-def allowed_geometries(spec: Optional[MigSpec], gpu: Gpu) -> Optional[List[Dict[str, int]]]:
+def allowed_geometries(spec: Optional[MigSpec], gpu: Any) -> Optional[List[Dict[str, int]]]:
     """The geometries a GPU may take from a mig-parted document: every enabled entry of every named
     config that matches the GPU (device-filter and devices), as ``{profile: count}``. None: no list
     was given, or none of its entries matches the GPU's model, so NVML's placements alone decide."""
@@ -199,13 +233,31 @@ class _Slot:
     profile: str
     placement: Placement
     allocated: bool
+    processes: bool = False
     claimed_by: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class _Info:
+    """What the planner reads of a GPU, parsed cheaply; plan.py's full facts are built on demand."""
+
+    index: int
+    uuid: str
+    name: str
+    pci_device_id: str
+    pci_subsystem_id: str
+    mig_capable: bool
+    mig_current: bool
+    mig_pending: bool
+    profiles: Tuple[GpuProfile, ...]
 
 
 @dataclass
 class _Gpu:
     node: str
-    gpu: Gpu
+    info: _Info
+    raw: Mapping[str, Any]
+    cache: Dict[Any, Any]
     table_key: int
     profiles: Dict[str, GpuProfile]
     slots: List[_Slot]
@@ -214,21 +266,38 @@ class _Gpu:
     allowed: Optional[List[Dict[str, int]]] = None
     new: List[Tuple[str, str]] = field(default_factory=list)  # (profile, pod) created for pods
     geometry: Optional[Dict[str, int]] = None  # final, for a changed GPU
+    in_use: bool = False
+    free: Dict[str, List[_Slot]] = field(default_factory=dict)  # unclaimed free instances by profile
+
+    def __post_init__(self) -> None:
+        free = self.free
+        for slot in self.slots:
+            if slot.allocated:
+                self.in_use = True
+            elif slot.profile in free:
+                free[slot.profile].append(slot)
+            else:
+                free[slot.profile] = [slot]
 
     @property
     def changed(self) -> bool:
         return bool(self.new)
 
-    @property
-    def in_use(self) -> bool:
-        return any(slot.allocated for slot in self.slots)
+    def facts(self) -> Gpu:
+        if "_facts" not in self.__dict__:
+            self.__dict__["_facts"] = gpu_from_dict(self.raw, self.cache)
+        return self.__dict__["_facts"]
 
     def fixed(self) -> List[_Slot]:
         """Instances that stay where they are: allocated ones and free ones a pod claimed."""
         return [slot for slot in self.slots if slot.allocated or slot.claimed_by]
 
     def free_slots(self, profile: str) -> List[_Slot]:
-        return [slot for slot in self.slots if slot.profile == profile and not slot.allocated and not slot.claimed_by]
+        return self.free.get(profile, [])
+
+    def claim(self, slot: _Slot, pod: str) -> None:
+        slot.claimed_by = pod
+        self.free[slot.profile].remove(slot)
 
 
 def _counts(names: Iterable[str]) -> Dict[str, int]:
@@ -244,6 +313,7 @@ class _Fit:
 
     def __init__(self) -> None:
         self.memo: Dict[Any, Optional[Dict[str, int]]] = {}
+        self.kept: Dict[Any, bool] = {}
 
     def geometry(self, state: _Gpu, fixed: Sequence[_Slot], new: Sequence[str]) -> Optional[Dict[str, int]]:
         """The smallest geometry holding ``fixed`` (where they are) and ``new``; None if none fits.
@@ -286,11 +356,22 @@ def _entry(index: int, geometry: Mapping[str, int]) -> ConfigEntry:
                        mig_devices=tuple(sorted((name, count) for name, count in geometry.items() if count)))
 
 
-def _keeps_allocated(state: _Gpu, geometry: Mapping[str, int]) -> bool:
+def _keeps_allocated(state: _Gpu, geometry: Mapping[str, int], fit: Optional["_Fit"] = None) -> bool:
     """Whether the rollout's own planner, given this geometry, keeps every allocated instance."""
     if not state.in_use:
         return True
-    gpu_plan, problems = plan_gpu(state.gpu, _entry(state.gpu.index, geometry), "demand", in_use="ignore")
+    if fit is None:
+        return _plan_keeps_allocated(state, geometry)
+    # What plan.py's choice depends on: the instances in NVML's order, which are held, which run processes.
+    key = (state.table_key, tuple((s.profile, s.placement.start, s.allocated, s.processes) for s in state.slots),
+           tuple(sorted(geometry.items())))
+    if key not in fit.kept:
+        fit.kept[key] = _plan_keeps_allocated(state, geometry)
+    return fit.kept[key]
+
+
+def _plan_keeps_allocated(state: _Gpu, geometry: Mapping[str, int]) -> bool:
+    gpu_plan, problems = plan_gpu(state.facts(), _entry(state.info.index, geometry), "demand", in_use="ignore")
     if problems:
         return False
     allocated = {(s.profile, s.placement) for s in state.slots if s.allocated}
@@ -301,7 +382,7 @@ def _fill(state: _Gpu, fit: _Fit, fill: str) -> Dict[str, int]:
     """The final geometry of a changed GPU: what its pods need, then the default shape."""
     required = fit.geometry(state, state.fixed(), [p for p, _pod in state.new])
     if required is None:  # pragma: no cover - every step that led here was checked to fit
-        raise RuntimeError("GPU %d of node %s: the planned instances no longer fit" % (state.gpu.index, state.node))
+        raise RuntimeError("GPU %d of node %s: the planned instances no longer fit" % (state.info.index, state.node))
     if state.allowed is not None or fill == "none":
         return required
     fixed = list(state.fixed())
@@ -318,7 +399,7 @@ def _fill(state: _Gpu, fit: _Fit, fill: str) -> Dict[str, int]:
         while fit.geometry(state, fixed, new + [smallest.name]) is not None:
             new.append(smallest.name)
     geometry = fit.geometry(state, fixed, new) or required
-    if geometry != required and not _keeps_allocated(state, geometry):
+    if geometry != required and not _keeps_allocated(state, geometry, fit):
         return required
     return geometry
 
@@ -339,6 +420,7 @@ def _node_states(nodes: Any, spec: Optional[MigSpec], tables: Dict[Any, int]) ->
     states: List[_Node] = []
     skipped: List[Dict[str, str]] = []
     seen = set()
+    parsed: Dict[Any, Any] = {}
     for position, node in enumerate(nodes):
         where = "nodes[%d]" % position
         if not isinstance(node, Mapping) or not isinstance(node.get("name"), str) or not node.get("name"):
@@ -353,13 +435,13 @@ def _node_states(nodes: Any, spec: Optional[MigSpec], tables: Dict[Any, int]) ->
         allocated = node.get("allocated")
         if allocated is not None and not isinstance(allocated, list):
             raise DemandError("%s.allocated: expected a list of device UUIDs, got %s" % (where, excerpt(allocated)))
-        try:
-            facts = sorted((gpu_from_dict(g) for g in gpus), key=lambda g: g.index)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DemandError("%s.gpus: not gpu_info's gpus list (%s)" % (where, excerpt(str(exc))))
         unknown = allocated is None
         used = set(allocated or [])
-        node_gpus = [_gpu_state(name, gpu, used, unknown, spec, tables) for gpu in facts]
+        try:
+            node_gpus = sorted((_gpu_state(name, raw, used, unknown, spec, tables, parsed) for raw in gpus),
+                               key=lambda g: g.info.index)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DemandError("%s.gpus: not gpu_info's gpus list (%s)" % (where, excerpt(str(exc))))
         blocking = sorted({g.reason for g in node_gpus if g.reason.startswith(_NODE_WIDE)})
         if blocking:
             # The node's config names every GPU, and such a GPU cannot be written as it is: leave the node alone.
@@ -373,18 +455,31 @@ def _node_states(nodes: Any, spec: Optional[MigSpec], tables: Dict[Any, int]) ->
     return sorted(states, key=lambda n: n.name), skipped
 
 
-def _gpu_state(node: str, gpu: Gpu, used: set, unknown: bool, spec: Optional[MigSpec], tables: Dict[Any, int]) -> _Gpu:
-    table = tuple((p.name, p.id, p.instance_count, p.placements) for p in gpu.profiles)
+def _gpu_state(node: str, raw: Mapping[str, Any], used: set, unknown: bool, spec: Optional[MigSpec],
+               tables: Dict[Any, Any], parsed: Dict[Any, Any]) -> _Gpu:
+    gpu = _info(raw, parsed)
+    # GPUs that report the same profile table share one parsed tuple (_info's cache).
+    where = (id(gpu.profiles), gpu.index, gpu.pci_device_id, gpu.pci_subsystem_id)
+    if where not in tables:
+        allowed = allowed_geometries(spec, gpu)
+        shape = (id(gpu.profiles), json.dumps(allowed, sort_keys=True))
+        tables[where] = (tables.setdefault(shape, len(tables)), allowed)
+    table_key, allowed = tables[where]
     profiles = {p.name: p for p in gpu.profiles}
-    allowed = allowed_geometries(spec, gpu)
-    table_key = tables.setdefault((table, json.dumps(allowed, sort_keys=True)), len(tables))
+    processes = raw.get("processes") or []
+    running = {p.get("gi_id") for p in processes}
     slots = []
+    narrow = False
+    instances = (raw.get("mig") or {}).get("instances") or [] if gpu.mig_current else []
+    for instance in instances:
+        devices = instance.get("devices") or []
+        on_it = instance.get("gi_id") in running
+        busy = unknown or on_it or any(d.get("uuid") in used for d in devices)
+        narrow = narrow or any("c." in str(d.get("profile") or "") for d in devices)
+        slots.append(_Slot(str(instance["profile"]), _placement(instance["placement_start"], instance["placement_size"], parsed),
+                           busy, on_it))
     reason = ""
-    unplaced = any(p.gi_id is None for p in gpu.processes)
-    for gi in gpu.instances:
-        busy = unknown or bool(gpu.processes_on(gi.gi_id)) or any(d.uuid in used for d in gi.devices)
-        slots.append(_Slot(gi.profile, gi.placement, busy))
-    if any(not d.full_width for gi in gpu.instances for d in gi.devices):
+    if narrow:
         reason = _NODE_WIDE + "GPU %d has compute instances narrower than their GPU instance" % gpu.index
     elif gpu.mig_capable and gpu.mig_pending != gpu.mig_current:
         reason = _NODE_WIDE + "GPU %d has a MIG mode change pending" % gpu.index
@@ -394,11 +489,11 @@ def _gpu_state(node: str, gpu: Gpu, used: set, unknown: bool, spec: Optional[Mig
         reason = "GPU %d is not MIG-capable" % gpu.index
     elif not gpu.mig_current:
         reason = "GPU %d has MIG disabled; demand planning never changes the MIG mode" % gpu.index
-    elif gpu.uuid in used or unplaced:
+    elif gpu.uuid in used or None in running:
         reason = "GPU %d is in use as a whole GPU" % gpu.index
     elif unknown and slots:
         reason = "which MIG devices are allocated is unknown on this node"
-    return _Gpu(node, gpu, table_key, profiles, slots, changeable=not reason, reason=reason, allowed=allowed)
+    return _Gpu(node, gpu, raw, parsed, table_key, profiles, slots, changeable=not reason, reason=reason, allowed=allowed)
 
 
 def _pod_order(pod: PendingPod, slices: Mapping[str, int]) -> Tuple[Any, ...]:
@@ -416,15 +511,15 @@ def _try_node(node: _Node, pod: PendingPod, wanted: List[str], tier: int, fit: _
         step = None
         # Free devices that exist already, on any GPU (also one that cannot change), come first.
         for state in node.gpus:
-            taken = claimed.get(state.gpu.index, [])
+            taken = claimed.get(state.info.index, [])
             for slot in state.free_slots(profile):
                 if slot in taken:
                     continue
-                if state.changed or state.gpu.index in created:
+                if state.changed or state.info.index in created:
                     # The GPU is being re-laid: the device stays only if the new instances fit around it.
-                    new = [p for p, _ in state.new] + created.get(state.gpu.index, [])
+                    new = [p for p, _ in state.new] + created.get(state.info.index, [])
                     geometry = fit.geometry(state, state.fixed() + taken + [slot], new)
-                    if geometry is None or not _keeps_allocated(state, geometry):
+                    if geometry is None or not _keeps_allocated(state, geometry, fit):
                         continue
                 step = (state, slot)
                 break
@@ -437,10 +532,10 @@ def _try_node(node: _Node, pod: PendingPod, wanted: List[str], tier: int, fit: _
                         continue
                     if _rank(state, created) != rank:
                         continue
-                    extra = created.get(state.gpu.index, []) + [profile]
-                    fixed = state.fixed() + claimed.get(state.gpu.index, [])
+                    extra = created.get(state.info.index, []) + [profile]
+                    fixed = state.fixed() + claimed.get(state.info.index, [])
                     geometry = fit.geometry(state, fixed, [p for p, _ in state.new] + extra)
-                    if geometry is None or not _keeps_allocated(state, geometry):
+                    if geometry is None or not _keeps_allocated(state, geometry, fit):
                         continue
                     step = (state, profile)
                     break
@@ -450,15 +545,15 @@ def _try_node(node: _Node, pod: PendingPod, wanted: List[str], tier: int, fit: _
             return None
         state, what = step
         if isinstance(what, _Slot):
-            claimed.setdefault(state.gpu.index, []).append(what)
+            claimed.setdefault(state.info.index, []).append(what)
         else:
-            created.setdefault(state.gpu.index, []).append(what)
+            created.setdefault(state.info.index, []).append(what)
         steps.append(step)
     return steps
 
 
 def _rank(state: _Gpu, created: Mapping[int, List[str]]) -> int:
-    if state.changed or state.gpu.index in created:
+    if state.changed or state.info.index in created:
         return TIER_CHANGED
     return TIER_PARTLY_USED if state.in_use else TIER_FREE
 
@@ -489,11 +584,77 @@ def _config_name(entries: List[Dict[str, Any]]) -> str:
 
 
 def _gpu_entry(state: _Gpu) -> Dict[str, Any]:
-    gpu = state.gpu
-    if not gpu.mig_current:
-        return {"devices": [gpu.index], "mig-enabled": False}
-    geometry = state.geometry if state.changed else _counts(gi.profile for gi in gpu.instances)
-    return {"devices": [gpu.index], "mig-enabled": True, "mig-devices": dict(sorted((geometry or {}).items()))}
+    index = state.info.index
+    if not state.info.mig_current:
+        return {"devices": [index], "mig-enabled": False}
+    geometry = state.geometry if state.changed else _counts(slot.profile for slot in state.slots)
+    return {"devices": [index], "mig-enabled": True, "mig-devices": dict(sorted((geometry or {}).items()))}
+
+
+class _Search:
+    """Which nodes may still take a profile at each tier, in name order.
+
+    What a node can take only shrinks as pods are served (devices are claimed, GPUs fill up), with
+    one exception: a GPU the plan starts changing joins the "already changed" tier. So a node that
+    cannot take a profile at a tier is dropped from that tier's list for good, a set of devices no
+    node can take is not searched for again, and the search stays near-linear in pods plus nodes.
+    """
+
+    def __init__(self, nodes: List[_Node]) -> None:
+        self.nodes = nodes
+        self.open: Dict[Tuple[int, str], List[int]] = {}
+        self.failed: Dict[int, set] = {}
+        for position, node in enumerate(nodes):
+            for state in node.gpus:
+                for profile, slots in state.free.items():
+                    if slots:
+                        self.add(TIER_EXISTING, profile, position)
+                if state.changeable:
+                    for profile in state.profiles:
+                        self.add(TIER_PARTLY_USED if state.in_use else TIER_FREE, profile, position)
+
+    def add(self, tier: int, profile: str, position: int) -> None:
+        positions = self.open.setdefault((tier, profile), [])
+        if not positions or positions[-1] < position:
+            positions.append(position)
+            return
+        at = bisect.bisect_left(positions, position)
+        if at == len(positions) or positions[at] != position:
+            positions.insert(at, position)
+
+    def drop(self, tier: int, profile: str, position: int) -> None:
+        positions = self.open.get((tier, profile), [])
+        at = bisect.bisect_left(positions, position)
+        if at < len(positions) and positions[at] == position:
+            del positions[at]
+
+    def candidates(self, tier: int, profiles: Sequence[str]) -> List[int]:
+        found = set()
+        for profile in set(profiles):
+            found.update(self.open.get((tier, profile), ()))
+        return sorted(found)
+
+    def place(self, pod: PendingPod, wanted: List[str], fit: _Fit) -> Optional[Tuple[_Node, List[Tuple[_Gpu, Any]]]]:
+        key = tuple(wanted)
+        for tier in range(TIER_EXISTING, TIER_PARTLY_USED + 1):
+            for position in self.candidates(tier, wanted):
+                node = self.nodes[position]
+                if any(node.labels.get(k) != v for k, v in pod.node_selector) or (tier, key) in self.failed.get(position, ()):
+                    continue
+                steps = _try_node(node, pod, wanted, tier, fit)
+                if steps is not None:
+                    return node, steps
+                if len(wanted) == 1:
+                    self.drop(tier, wanted[0], position)
+                else:
+                    self.failed.setdefault(position, set()).add((tier, key))
+        return None
+
+    def served(self, position: int, steps: List[Tuple[_Gpu, Any]], newly_changed: List[_Gpu]) -> None:
+        for state in newly_changed:
+            self.failed.pop(position, None)
+            for profile in state.profiles:
+                self.add(TIER_CHANGED, profile, position)
 
 
 def plan_demand(pods: Any, nodes: Any, allowed: Optional[MigSpec] = None, fill: str = "smallest") -> Dict[str, Any]:
@@ -505,41 +666,45 @@ def plan_demand(pods: Any, nodes: Any, allowed: Optional[MigSpec] = None, fill: 
     pending = parse_pods(pods)
     node_states, skipped = _node_states(nodes, allowed, {})
     fit = _Fit()
-    slices = {}
-    for node in node_states:
-        for state in node.gpus:
-            for name, profile in state.profiles.items():
-                slices.setdefault(MIG_RESOURCE_PREFIX + name.replace("+", "."), max(1, profile.slices))
+    search = _Search(node_states)
+    positions = {node.name: position for position, node in enumerate(node_states)}
+    slices: Dict[str, int] = {}
+    tables = {id(state.info.profiles): state.info.profiles for node in node_states for state in node.gpus}
+    for table in tables.values():
+        for profile in table:
+            slices.setdefault(MIG_RESOURCE_PREFIX + profile.name.replace("+", "."), max(1, profile.slices))
     served: List[Dict[str, Any]] = []
     unsatisfied: List[Dict[str, Any]] = []
+    # Devices that no node could take stay so: the fleet only fills up while pods are served.
+    hopeless: Dict[Any, str] = {}
     for pod in sorted(pending, key=lambda p: _pod_order(p, slices)):
-        candidates = [n for n in node_states if all(n.labels.get(k) == v for k, v in pod.node_selector)]
         wanted = [profile_of_resource(r) or "" for r, count in pod.requests for _ in range(count)]
         wanted.sort(key=lambda p: (-slices.get(MIG_RESOURCE_PREFIX + p.replace("+", "."), 1), p))
+        failure = (pod.requests, pod.node_selector)
         placed = None
-        if all(wanted):
-            for tier in range(TIER_EXISTING, TIER_PARTLY_USED + 1):
-                for node in candidates:
-                    steps = _try_node(node, pod, wanted, tier, fit)
-                    if steps is not None:
-                        placed = (node, steps)
-                        break
-                if placed:
-                    break
+        if all(wanted) and failure not in hopeless:
+            placed = search.place(pod, wanted, fit)
         if placed is None:
-            unsatisfied.append({"pod": pod.key, "requests": dict(pod.requests), "reason": _why_not(pod, candidates, wanted)})
+            if failure not in hopeless:
+                candidates = [n for n in node_states if all(n.labels.get(k) == v for k, v in pod.node_selector)]
+                hopeless[failure] = _why_not(pod, candidates, wanted)
+            unsatisfied.append({"pod": pod.key, "requests": dict(pod.requests), "reason": hopeless[failure]})
             continue
         node, steps = placed
         devices: Dict[int, List[str]] = {}
         created = False
+        newly_changed = []
         for state, what in steps:
             if isinstance(what, _Slot):
-                what.claimed_by = pod.key
-                devices.setdefault(state.gpu.index, []).append(what.profile)
+                state.claim(what, pod.key)
+                devices.setdefault(state.info.index, []).append(what.profile)
             else:
+                if not state.changed:
+                    newly_changed.append(state)
                 state.new.append((what, pod.key))
-                devices.setdefault(state.gpu.index, []).append(what)
+                devices.setdefault(state.info.index, []).append(what)
                 created = True
+        search.served(positions[node.name], steps, newly_changed)
         served.append({"pod": pod.key, "node": node.name, "new_devices": created,
                        "devices": {str(i): _counts(names) for i, names in sorted(devices.items())}})
     return _result(node_states, served, unsatisfied, skipped, fit, fill)
@@ -574,12 +739,12 @@ def _result(node_states: List[_Node], served: List[Dict[str, Any]], unsatisfied:
 
 
 def _gpu_change(state: _Gpu) -> Dict[str, Any]:
-    before = _counts(gi.profile for gi in state.gpu.instances)
+    before = _counts(slot.profile for slot in state.slots)
     after = dict(state.geometry or {})
     return {
-        "index": state.gpu.index,
-        "uuid": state.gpu.uuid,
-        "name": state.gpu.name,
+        "index": state.info.index,
+        "uuid": state.info.uuid,
+        "name": state.info.name,
         "before": before,
         "after": after,
         "create": {n: after.get(n, 0) - before.get(n, 0) for n in sorted(after) if after.get(n, 0) > before.get(n, 0)},
