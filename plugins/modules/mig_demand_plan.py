@@ -17,7 +17,8 @@ description:
     node, condition C(PodScheduled) V(False) with reason C(Unschedulable), not owned by a DaemonSet) and request
     C(nvidia.com/mig-<profile>) or C(nvidia.com/gpu) resources, and the nodes opted in to demand partitioning.
   - A node is opted in by the label C(gpuops.io/mig-demand=true), or by nos's C(nos.nebuly.ai/gpu-partitioning=mig)
-    for clusters moving from nos. Nodes without either label are never planned.
+    (also spelled C(nos.nebuly.com/gpu-partitioning=mig)) for clusters moving from nos. Nodes without such a label are
+    never planned.
   - Plans, for each opted-in node whose GPUs are given in O(node_facts), a new MIG geometry for GPUs whose devices are
     free, so that the pending pods fit. A device that a pod holds is never destroyed, and the MIG mode never changes.
     See the collection's docs/demand-partitioning.md for the rules.

@@ -48,7 +48,8 @@ CONFIG_PREFIX = "demand-"
 # The label that opts a node in, and the one nos uses (accepted for people moving from nos).
 OPT_IN_LABEL = "gpuops.io/mig-demand"
 OPT_IN_VALUES = ("true", "enabled")
-NOS_LABEL = "nos.nebuly.ai/gpu-partitioning"
+# nos's documentation names nos.nebuly.ai, its code (and so some clusters) nos.nebuly.com.
+NOS_LABELS = ("nos.nebuly.ai/gpu-partitioning", "nos.nebuly.com/gpu-partitioning")
 NOS_VALUE = "mig"
 FILL_CHOICES = ("smallest", "none")
 # Reasons that keep a whole node out of the plan start with this.
@@ -67,7 +68,7 @@ class DemandError(ValueError):
 def opted_in(labels: Optional[Mapping[str, Any]]) -> bool:
     """Whether a node's labels opt it in: the collection's label, or nos's ``gpu-partitioning=mig``."""
     labels = labels or {}
-    return str(labels.get(OPT_IN_LABEL, "")).lower() in OPT_IN_VALUES or labels.get(NOS_LABEL) == NOS_VALUE
+    return str(labels.get(OPT_IN_LABEL, "")).lower() in OPT_IN_VALUES or any(labels.get(k) == NOS_VALUE for k in NOS_LABELS)
 
 
 def profile_of_resource(resource: str) -> Optional[str]:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from test_rollout import evictions, gpu_pods, pod_deletes, wait_running
+from test_rollout import evictions, gpu_pods, node_or_pod_writes, pod_deletes, wait_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -60,6 +60,13 @@ def test_demand_re_lays_only_free_gpus_evicts_nothing_and_the_pods_run(sim_clust
     cluster.workload(name="infer", resource="nvidia.com/mig-3g.40gb", count=1)
     cluster.workload(name="huge", resource="nvidia.com/mig-7g.80gb", count=1)
     assert len(wait_unschedulable(cluster, {"train", "infer", "huge"}, 4)) == 4
+
+    # A rehearsal shows the plan and changes nothing.
+    cluster.clear_requests()
+    rehearsal = cluster.playbook("mig-demand.yml", *common, "--check")
+    assert "3g.20gb: 2" in rehearsal.output and "not enough free room" in rehearsal.output
+    assert not node_or_pod_writes(cluster.requests())
+    assert {node: cluster.layout(node) for node in cluster.nodes} == before
     cluster.clear_requests()
 
     run = cluster.playbook("mig-demand.yml", *common)

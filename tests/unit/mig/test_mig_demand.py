@@ -65,6 +65,7 @@ def test_resource_names_map_to_profiles():
 def test_opt_in_labels_are_the_collections_and_nos():
     assert opted_in({"gpuops.io/mig-demand": "true"})
     assert opted_in({"nos.nebuly.ai/gpu-partitioning": "mig"})
+    assert opted_in({"nos.nebuly.com/gpu-partitioning": "mig"})
     assert not opted_in({"nos.nebuly.ai/gpu-partitioning": "mps"})
     assert not opted_in({"gpuops.io/mig-demand": "false"})
     assert not opted_in({})
@@ -270,3 +271,53 @@ def test_find_placements_is_what_the_planner_relies_on():
     # A 3g.20gb fits around a 1g at slice 6 only at start 0.
     profiles = {p.name: p for p in profiles_for(A40)}
     assert find_placements([profiles["3g.20gb"]], [Placement(6, 1)]) == [Placement(0, 4)]
+
+
+# --- the module's reading of the cluster ------------------------------------------------------------
+
+
+def _pod(name, phase="Pending", node=None, reason="Unschedulable", owner=None, **limits):
+    return {"metadata": {"name": name, "namespace": "ml", "ownerReferences": [{"kind": owner}] if owner else []},
+            "spec": {"nodeName": node, "priority": 5, "nodeSelector": {"pool": "a"},
+                     "containers": [{"resources": {"limits": {"nvidia.com/" + k.replace("_", "."): v for k, v in limits.items()}}}]},
+            "status": {"phase": phase, "conditions": [{"type": "PodScheduled", "status": "False", "reason": reason}]}}
+
+
+def test_the_module_reads_only_unschedulable_gpu_pods_as_nos_does():
+    from ansible_collections.gpuops.nvidia.plugins.modules.mig_demand_plan import pending_pods
+
+    items = [_pod("wanted", **{"mig-3g_20gb": "1"}), _pod("bound", node="n1", **{"mig-3g_20gb": "1"}),
+             _pod("running", phase="Running", **{"mig-3g_20gb": "1"}), _pod("no-gpu"),
+             _pod("gated", reason="SchedulingGated", **{"mig-3g_20gb": "1"}),
+             _pod("daemon", owner="DaemonSet", **{"mig-3g_20gb": "1"})]
+    assert pending_pods(items) == [{"namespace": "ml", "name": "wanted", "requests": {"nvidia.com/mig-3g.20gb": 1},
+                                    "priority": 5, "node_selector": {"pool": "a"}}]
+
+
+class _Client:
+    def __init__(self, bound):
+        self.bound = bound
+        self.asked = []
+
+    def list_pods(self, field_selector=None):
+        self.asked.append(field_selector)
+        return {"items": self.bound}
+
+
+def test_the_module_counts_every_device_held_when_the_map_is_unavailable_and_gpu_pods_are_bound():
+    from ansible_collections.gpuops.nvidia.plugins.modules.mig_demand_plan import node_inputs
+
+    nodes = [{"metadata": {"name": name, "labels": OPT}} for name, OPT in (("a", {}), ("b", {}), ("c", {}), ("d", {}))]
+    gpus = [gpu(A40, 0, instances=FULL_1G).to_dict()]
+    facts = {
+        "a": {"gpus": {"gpus": gpus}, "pod_devices": {"available": True, "pods": [{"devices": ["MIG-0-1"]}]}},
+        "b": {"gpus": gpus, "pod_devices": {"available": False}},
+        "c": {"gpus": gpus, "pod_devices": {"available": False}},
+    }
+    client = _Client([_pod("held", phase="Running", node="b", **{"mig-1g_5gb": "1"})])
+    inputs, skipped = node_inputs(client, nodes[:2], facts)
+    assert [(i["name"], i["allocated"]) for i in inputs] == [("a", ["MIG-0-1"]), ("b", None)]
+    client = _Client([])
+    inputs, skipped = node_inputs(client, nodes[2:], facts)
+    assert [(i["name"], i["allocated"]) for i in inputs] == [("c", [])]
+    assert skipped == [{"node": "d", "reason": "no GPU facts were given for it (node_facts)"}]
