@@ -25,7 +25,7 @@ description:
   - Returns a C(mig_configs) map in the mig-parted format with one named config per node that changes, and the name
     each such node must run (RV(assignments)), ready for the rolling reconfigure (C(mig_configs) and
     C(mig_config_name)). The playbook C(gpuops.nvidia.mig_demand) does all of this.
-  - Read-only (RV(changed) is always V(false)); RV(needs_change) says whether any node would change.
+  - Read-only (C(changed) is always V(false)); RV(needs_change) says whether any node would change.
 options:
   node_facts:
     description:
@@ -146,6 +146,7 @@ opted_in_nodes:
 from typing import Any, Dict, List, Mapping
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import AUTH_ARG_SPEC, K8sError, create_client
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import gpu_resources
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.module import K8sModule
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.demand import DemandError, opted_in, plan_demand
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import SpecError, parse_spec
@@ -208,7 +209,7 @@ def node_inputs(client: Any, nodes: List[Mapping[str, Any]], facts: Mapping[str,
             allocated: Any = sorted({device for pod in pod_devices.get("pods") or [] for device in pod.get("devices") or []})
         else:
             bound = client.list_pods(field_selector="spec.nodeName=" + name).get("items") or []
-            holding = [p for p in bound if _requests(p) and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+            holding = [p for p in bound if gpu_resources(p) and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
             allocated = None if holding else []
         inputs.append({"name": name, "labels": (node.get("metadata") or {}).get("labels") or {},
                        "gpus": _gpus(reported["gpus"]), "allocated": allocated})
@@ -240,11 +241,12 @@ def main() -> None:
         result = plan_demand(pods, inputs, allowed=allowed, fill=params["fill"])
     except DemandError as exc:
         module.fail_json(msg=str(exc))
-    result["needs_change"] = result.pop("changed")
+    result["needs_change"] = result["changed"]
+    result["changed"] = False
     result["skipped_nodes"] = sorted(skipped + result["skipped_nodes"], key=lambda s: s["node"])
     result["pending_pods"] = ["%s/%s" % (p["namespace"], p["name"]) for p in pods]
     result["opted_in_nodes"] = [n["metadata"]["name"] for n in nodes]
-    module.exit_json(changed=False, **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -518,7 +518,7 @@ def _try_node(node: _Node, pod: PendingPod, wanted: List[str], tier: int, fit: _
                     continue
                 if state.changed or state.info.index in created:
                     # The GPU is being re-laid: the device stays only if the new instances fit around it.
-                    new = [p for p, _ in state.new] + created.get(state.info.index, [])
+                    new = [p for p, _pod in state.new] + created.get(state.info.index, [])
                     geometry = fit.geometry(state, state.fixed() + taken + [slot], new)
                     if geometry is None or not _keeps_allocated(state, geometry, fit):
                         continue
@@ -535,7 +535,7 @@ def _try_node(node: _Node, pod: PendingPod, wanted: List[str], tier: int, fit: _
                         continue
                     extra = created.get(state.info.index, []) + [profile]
                     fixed = state.fixed() + claimed.get(state.info.index, [])
-                    geometry = fit.geometry(state, fixed, [p for p, _ in state.new] + extra)
+                    geometry = fit.geometry(state, fixed, [p for p, _pod in state.new] + extra)
                     if geometry is None or not _keeps_allocated(state, geometry, fit):
                         continue
                     step = (state, profile)
@@ -679,7 +679,7 @@ def plan_demand(pods: Any, nodes: Any, allowed: Optional[MigSpec] = None, fill: 
     # Devices that no node could take stay so: the fleet only fills up while pods are served.
     hopeless: Dict[Any, str] = {}
     for pod in sorted(pending, key=lambda p: _pod_order(p, slices)):
-        wanted = [profile_of_resource(r) or "" for r, count in pod.requests for _ in range(count)]
+        wanted = [profile_of_resource(r) or "" for r, count in pod.requests for _unit in range(count)]
         wanted.sort(key=lambda p: (-slices.get(MIG_RESOURCE_PREFIX + p.replace("+", "."), 1), p))
         failure = (pod.requests, pod.node_selector)
         placed = None
