@@ -321,3 +321,13 @@ def test_the_module_counts_every_device_held_when_the_map_is_unavailable_and_gpu
     inputs, skipped = node_inputs(client, nodes[2:], facts)
     assert [(i["name"], i["allocated"]) for i in inputs] == [("c", [])]
     assert skipped == [{"node": "d", "reason": "no GPU facts were given for it (node_facts)"}]
+
+
+def test_fill_none_leaves_the_rest_empty_and_processes_count_as_held():
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.facts import GpuProcess
+
+    busy = gpu(A40, 0, instances=[("1g.5gb", 6)], processes=[GpuProcess(pid=7, gi_id=1, ci_id=0)])
+    result = plan_demand([{"name": "p", "namespace": "ml", "requests": mig("3g.20gb")}], [node("n1", busy)], fill="none")
+    change = result["nodes"]["n1"]["gpus"][0]
+    assert change["after"] == {"1g.5gb": 1, "3g.20gb": 1}
+    assert change["kept_in_use"] == {"1g.5gb": 1}
