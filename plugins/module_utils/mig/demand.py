@@ -30,6 +30,7 @@ The rules (docs/demand-partitioning.md):
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import json
 import re
@@ -664,6 +665,19 @@ def plan_demand(pods: Any, nodes: Any, allowed: Optional[MigSpec] = None, fill: 
     unknown: every instance counts as allocated). Raises DemandError for bad input."""
     if fill not in FILL_CHOICES:
         raise DemandError("fill: expected one of %s, got %s" % (", ".join(FILL_CHOICES), excerpt(fill)))
+    # A fleet's plan allocates some hundred thousand small objects, and each collection of the
+    # cyclic garbage collector would walk the caller's inputs (every node's report) again: about
+    # 40 % of the time of a 1,000-node plan. The plan makes no reference cycles to reclaim meanwhile.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _plan(pods, nodes, allowed, fill)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _plan(pods: Any, nodes: Any, allowed: Optional[MigSpec], fill: str) -> Dict[str, Any]:
     pending = parse_pods(pods)
     node_states, skipped = _node_states(nodes, allowed, {})
     fit = _Fit()
