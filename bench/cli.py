@@ -19,7 +19,7 @@ from bench.common import RESULTS, ROOT, Options, rounded
 
 # Cheap and fixed-size first; rollout_scaling last, since it skips the sizes that do not fit in
 # what is left of the budget (noop_overhead is stopped at the budget).
-FIGURES = ("plan_speed", "pods_disrupted", "noop_overhead", "rollout_scaling")
+FIGURES = ("plan_speed", "demand_planner", "pods_disrupted", "noop_overhead", "rollout_scaling")
 # `make bench` must finish within 20 minutes on the 2-core CI machine; keep a minute in hand.
 DEFAULT_BUDGET_S = 19 * 60
 

@@ -41,11 +41,17 @@ def _headline_plan(f: Mapping[str, Any]) -> Tuple[str, str, str]:
     return ("`mig_config` plan per node: median / worst", f"{_get(f, 'median_ms')} / {_get(f, 'worst_ms')} ms", "–")
 
 
+def _headline_demand(f: Mapping[str, Any]) -> Tuple[str, str, str]:
+    return (f"demand plan of {_get(f, 'nodes')} nodes × 8 GPUs, {_get(f, 'pending_pods')} pending pods: median wall / CPU",
+            f"{_get(f, 'median_s')} / {_get(f, 'median_cpu_s')} s", f"< {_get(f, 'target_s')} s")
+
+
 HEADLINES: Dict[str, Callable[[Mapping[str, Any]], Tuple[str, str, str]]] = {
     "noop_overhead": _headline_noop,
     "pods_disrupted": _headline_pods,
     "rollout_scaling": _headline_rollout,
     "plan_speed": _headline_plan,
+    "demand_planner": _headline_demand,
 }
 
 

@@ -25,6 +25,9 @@ MUST_SHIP = [
     "roles/mig_reconfigure/tasks/main.yml",
     "playbooks/mig-reconfigure.yml",
     "playbooks/mig_reconfigure.yml",
+    "playbooks/mig-demand.yml",
+    "playbooks/mig_demand.yml",
+    "plugins/modules/mig_demand_plan.py",
     "playbooks/nvidia-gpu-operator.yml",
     "playbooks/nvidia_gpu_operator.yml",
     "roles/node_prepare/tasks/main.yml",
@@ -117,7 +120,7 @@ def test_the_readmes_commands_run_the_playbooks_from_the_installed_copy(installe
     site = installed_collection.workdir / "inventories" / "site"
     shutil.copytree(installed_collection.collection_root / "inventories" / "example", site)
     playbook = [str(BIN / "ansible-playbook"), "-i", str(site)]
-    for name in ("gpuops.nvidia.nvidia_gpu_operator", "gpuops.nvidia.mig_reconfigure"):
+    for name in ("gpuops.nvidia.nvidia_gpu_operator", "gpuops.nvidia.mig_reconfigure", "gpuops.nvidia.mig_demand"):
         run(playbook + [name, "--syntax-check"], installed_collection.workdir, installed_collection.env)
     hosts = run(playbook + ["gpuops.nvidia.nvidia_gpu_operator", "--list-hosts"], installed_collection.workdir,
                 installed_collection.env).stdout
