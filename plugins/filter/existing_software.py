@@ -22,12 +22,14 @@ def existing_software_plan(cluster: Mapping[str, Any], nodes: Iterable[Mapping[s
         raise AnsibleFilterError("existing_software_plan: the cluster findings and the settings must be dictionaries")
     conflicts = sc.cluster_conflicts(cluster, settings)
     mig_services = {}
-    for node in nodes or []:
+    nodes = list(nodes or [])
+    for node in nodes:
         host, software = node.get("host"), node.get("software") or {}
         node_settings = dict(settings, nvidia_driver_install=node.get("nvidia_driver_install", False))
         conflicts.extend(sc.node_conflicts(host, software, node_settings))
         mig_services[host] = sc.mig_services_to_take_over(software, node_settings)
-    return {"conflicts": conflicts, "mig_services": mig_services,
+    found = sc.found_lines(cluster, {node.get("host"): node.get("software") or {} for node in nodes})
+    return {"conflicts": conflicts, "found": found, "mig_services": mig_services,
             "operator_mig_managers": sc.operator_mig_managers_to_disable(cluster, settings)}
 
 

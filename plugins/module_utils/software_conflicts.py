@@ -159,3 +159,30 @@ def operator_mig_managers_to_disable(cluster: Mapping[str, Any], settings: Mappi
     if settings.get("gpu_stack") != "operator" or not settings.get("disable_operator_mig_manager"):
         return []
     return [p["name"] for p in cluster.get("cluster_policies") or [] if sw.MIG_MANAGER in (p.get("manages") or [])]
+
+
+def found_lines(cluster: Mapping[str, Any], nodes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What was found, one line per thing, for the run's report (conflicting or not)."""
+    lines = []
+    for policy in cluster.get("cluster_policies") or []:
+        lines.append("{0} (GPU Operator{1}, {2}): manages {3}".format(
+            _where(policy), _version(policy), _manager(policy), ", ".join(policy.get("manages") or []) or "nothing"))
+    for finding in cluster.get("workloads") or []:
+        lines.append("{0}: {1}{2} ({3}){4}".format(_where(finding), finding.get("component"), _version(finding),
+                                                 _manager(finding), _nodes(finding)))
+    for node in cluster.get("nodes") or []:
+        lines.append("Node {0}: nvidia.com/mig.config={1} written by {2}".format(
+            node.get("node"), node.get("mig_config"), ", ".join(node.get("managers") or [])))
+    for host, software in sorted(nodes.items()):
+        for service in software.get("mig_manager_services") or []:
+            lines.append("Node {0}: systemd service {1} ({2}, {3}; config {4})".format(
+                host, service.get("name"), "enabled" if service.get("enabled") else "disabled", service.get("active"),
+                service.get("selected_config") or "?"))
+        if software.get("driver_runfile"):
+            lines.append("Node {0}: driver installed with NVIDIA's runfile".format(host))
+        containerd = software.get("containerd") or {}
+        if containerd.get("present"):
+            lines.append("Node {0}: containerd runtimes {1} (default {2}), registry mirrors {3}".format(
+                host, ", ".join(sorted(containerd.get("runtimes") or {})) or "none", containerd.get("default_runtime") or "?",
+                ", ".join(containerd.get("registry_mirrors") or []) or "none"))
+    return lines
