@@ -407,6 +407,8 @@ class Cluster:
         brownfield.install_mig_parted(node_root(self.directory, node),
                                       brownfield.mig_parted_unit(config, sys.executable, path))
         brownfield.apply_named_config(path, config)
+        # It ran at this boot (oneshot, RemainAfterExit): active until stopped.
+        systemd.set_unit_state(path, brownfield.MIG_PARTED_UNIT, active="active", result="success", exit_code=0)
 
     def install_nvidia_daemons(self, strategy: str, replicas: int = 1, dcgm: bool | None = None,
                                namespace: str = manifests.GPU_OPERATOR_NAMESPACE) -> None:

@@ -78,3 +78,37 @@ def test_a_deepops_mig_parted_service_is_refused_naming_its_config_and_nothing_c
     refused(run, "Node gpu-node-1: systemd service nvidia-mig-manager.service (enabled; mig-parted, config all-1g.5gb",
             "Node gpu-node-2:", "existing_software_take_over_mig_parted_service: true")
     assert snapshot(cluster) == before
+
+
+def device_daemons(cluster, node: str) -> list[tuple[str, str]]:
+    """(namespace, DaemonSet) of each running device plugin or GFD pod on the node."""
+    found = []
+    for pod in cluster.pods():
+        owner = (pod["metadata"].get("ownerReferences") or [{}])[0].get("name", "")
+        if pod["spec"].get("nodeName") == node and pod.get("status", {}).get("phase") == "Running" and (
+                "device-plugin" in owner or "feature-discovery" in owner):
+            found.append((pod["metadata"]["namespace"], owner))
+    return sorted(found)
+
+
+def test_taking_over_a_deepops_mig_parted_service_keeps_the_geometry_and_disables_the_service(sim_cluster):
+    from gpuops_sim.node import boot, systemd  # pylint: disable=import-outside-toplevel
+    cluster = sim_cluster(POOL, mig_parted_config="all-1g.5gb")
+    uuids = {node: [ci["device_uuid"] for gpu in cluster.nvml(node)["gpus"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]] for node in cluster.nodes}
+    allow = [*MIXED, "-e", "mig_config_name=all-1g.5gb", "-e", "existing_software_take_over_mig_parted_service=true"]
+    cluster.playbook("nvidia-gpu-operator.yml", *allow)
+    for node in cluster.nodes:
+        root = systemd.host(cluster.cluster.state_path(node))["root"]
+        assert not systemd.is_enabled(root, "nvidia-mig-manager.service")
+        assert systemd.unit_state(cluster.cluster.state_path(node), "nvidia-mig-manager.service").get("active") == "inactive"
+        assert systemd.is_enabled(root, "gpuops-mig-apply.service")
+        # Same config: the instances the service created are kept, not re-created.
+        assert [ci["device_uuid"] for gpu in cluster.nvml(node)["gpus"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]] == uuids[node]
+        assert cluster.node(node)["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == "14"
+        assert device_daemons(cluster, node) == [("nvidia-device-plugin", "gpu-feature-discovery"),
+                                                 ("nvidia-device-plugin", "nvidia-device-plugin-daemonset")]
+    assert cluster.playbook("nvidia-gpu-operator.yml", *allow).changed == 0
+    # At the next boot only the collection's service applies a geometry.
+    result = boot.reboot(cluster.cluster.state_path("gpu-node-1"))
+    assert "nvidia-mig-manager.service" not in result["started"] and "gpuops-mig-apply.service" in result["started"]
+    assert cluster.layout("gpu-node-1") == [["1g.5gb"] * 7] * 2
