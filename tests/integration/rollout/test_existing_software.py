@@ -8,6 +8,7 @@ manager of each thing, and a re-run changes nothing."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 MIXED = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_reconfigure_wait_timeout=120"]
@@ -112,3 +113,24 @@ def test_taking_over_a_deepops_mig_parted_service_keeps_the_geometry_and_disable
     result = boot.reboot(cluster.cluster.state_path("gpu-node-1"))
     assert "nvidia-mig-manager.service" not in result["started"] and "gpuops-mig-apply.service" in result["started"]
     assert cluster.layout("gpu-node-1") == [["1g.5gb"] * 7] * 2
+
+
+def test_with_the_operator_stack_its_mig_manager_is_switched_off_before_the_first_mig_change(sim_cluster, monkeypatch, tmp_path):
+    from test_first_install import STANDIN_DIR  # pylint: disable=import-outside-toplevel
+    monkeypatch.setenv("PATH", os.pathsep.join([STANDIN_DIR, os.environ.get("PATH", "")]))
+    monkeypatch.setenv("GPUOPS_HELM_STANDIN_DIR", str(tmp_path / "helm"))
+    cluster = sim_cluster(POOL, strategy="mixed", installed_by="gpu-operator")
+    settled(cluster)
+    allow = [*MIXED, "-e", "gpu_stack=operator", "-e", "mig_config_name=all-1g.5gb",
+             "-e", "existing_software_disable_operator_mig_manager=true"]
+    cluster.playbook("nvidia-gpu-operator.yml", *allow)
+    policy = cluster.store.get("clusterpolicies", None, "cluster-policy")
+    assert policy["spec"]["migManager"]["enabled"] is False
+    assert cluster.cluster.mig_manager.reverted == []  # it never fought the rollout over the label
+    assert not [ds for ds in cluster.store.list("daemonsets") if ds["metadata"]["name"] == "nvidia-mig-manager"]
+    for node in cluster.nodes:
+        assert cluster.node(node)["metadata"]["labels"]["nvidia.com/mig.config"] == "all-1g.5gb"
+        assert cluster.node(node)["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == "14"
+        assert device_daemons(cluster, node) == [("gpu-operator", "gpu-feature-discovery"),
+                                                 ("gpu-operator", "nvidia-device-plugin-daemonset")]
+    assert cluster.playbook("nvidia-gpu-operator.yml", *allow).changed == 0
