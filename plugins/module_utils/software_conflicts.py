@@ -58,8 +58,8 @@ def _removal(finding: Mapping[str, Any]) -> str:
     manager = finding.get("manager") or {}
     if manager.get("type") == "helm":
         return "uninstall it (helm uninstall {0} -n {1})".format(manager.get("name"), manager.get("namespace"))
-    return "delete it (kubectl -n {0} delete {1} {2})".format(finding.get("namespace"), str(finding.get("kind")).lower(),
-                                                             finding.get("name"))
+    return "delete it (kubectl -n {0} delete {1} {2})".format(
+        finding.get("namespace"), str(finding.get("kind")).lower(), finding.get("name"))
 
 
 def _conflict(component: str, finding: Mapping[str, Any], message: str, node: str = "") -> dict[str, Any]:
@@ -136,8 +136,9 @@ def node_conflicts(host: str, node: Mapping[str, Any], settings: Mapping[str, An
             "version": "", "node": host, "message": (
                 "Node {0}: systemd service {1} ({2}; mig-parted, config {3} of {4}) applies its own MIG geometry at "
                 "every boot. Set {5}: true to stop and disable it where the collection installs its own boot-time "
-                "service.{6}").format(host, service.get("name"), state, service.get("selected_config") or "?",
-                                     service.get("config_file") or "?", TAKE_OVER_MIG_SERVICE, keep)})
+                "service.{6}").format(
+                    host, service.get("name"), state, service.get("selected_config") or "?",
+                    service.get("config_file") or "?", TAKE_OVER_MIG_SERVICE, keep)})
     if node.get("driver_runfile") and settings.get("nvidia_driver_install") and settings.get("gpu_stack", "standalone") == "standalone":
         conflicts.append({
             "component": "driver", "kind": "driver", "namespace": "", "name": "runfile", "version": "", "node": host,
@@ -168,8 +169,8 @@ def found_lines(cluster: Mapping[str, Any], nodes: Mapping[str, Mapping[str, Any
         lines.append("{0} (GPU Operator{1}, {2}): manages {3}".format(
             _where(policy), _version(policy), _manager(policy), ", ".join(policy.get("manages") or []) or "nothing"))
     for finding in cluster.get("workloads") or []:
-        lines.append("{0}: {1}{2} ({3}){4}".format(_where(finding), finding.get("component"), _version(finding),
-                                                 _manager(finding), _nodes(finding)))
+        lines.append("{0}: {1}{2} ({3}){4}".format(
+            _where(finding), finding.get("component"), _version(finding), _manager(finding), _nodes(finding)))
     for node in cluster.get("nodes") or []:
         lines.append("Node {0}: nvidia.com/mig.config={1} written by {2}".format(
             node.get("node"), node.get("mig_config"), ", ".join(node.get("managers") or [])))

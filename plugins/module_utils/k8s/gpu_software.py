@@ -175,13 +175,13 @@ def workload_findings(kind: str, workloads: Iterable[Any]) -> list[dict[str, Any
         if not isinstance(workload, dict) or is_own(workload):
             continue
         metadata = _dict(workload.get("metadata"))
+        pod_spec = _dict(_dict(_dict(workload.get("spec")).get("template")).get("spec"))
+        node_selector = {k: v for k, v in _dict(pod_spec.get("nodeSelector")).items() if isinstance(k, str) and isinstance(v, str)}
         for component, version in workload_components(workload):
             findings.append({
                 "kind": kind, "namespace": _str(metadata.get("namespace")), "name": _str(metadata.get("name")),
                 "component": component, "version": version, "manager": manager_of(workload),
-                "node_selector": {k: v for k, v in _dict(_dict(_dict(_dict(workload.get("spec")).get("template"))
-                                                                .get("spec")).get("nodeSelector")).items()
-                                  if isinstance(k, str) and isinstance(v, str)},
+                "node_selector": dict(node_selector),
             })
     return findings
 

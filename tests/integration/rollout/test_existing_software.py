@@ -92,10 +92,15 @@ def device_daemons(cluster, node: str) -> list[tuple[str, str]]:
     return sorted(found)
 
 
+def devices(cluster, node: str) -> list[str]:
+    """The node's MIG device UUIDs: the same list means no instance was re-created."""
+    return [ci["device_uuid"] for gpu in cluster.nvml(node)["gpus"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]]
+
+
 def test_taking_over_a_deepops_mig_parted_service_keeps_the_geometry_and_disables_the_service(sim_cluster):
     from gpuops_sim.node import boot, systemd  # pylint: disable=import-outside-toplevel
     cluster = sim_cluster(POOL, mig_parted_config="all-1g.5gb")
-    uuids = {node: [ci["device_uuid"] for gpu in cluster.nvml(node)["gpus"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]] for node in cluster.nodes}
+    uuids = {node: devices(cluster, node) for node in cluster.nodes}
     allow = [*MIXED, "-e", "mig_config_name=all-1g.5gb", "-e", "existing_software_take_over_mig_parted_service=true"]
     cluster.playbook("nvidia-gpu-operator.yml", *allow)
     for node in cluster.nodes:
@@ -104,7 +109,7 @@ def test_taking_over_a_deepops_mig_parted_service_keeps_the_geometry_and_disable
         assert systemd.unit_state(cluster.cluster.state_path(node), "nvidia-mig-manager.service").get("active") == "inactive"
         assert systemd.is_enabled(root, "gpuops-mig-apply.service")
         # Same config: the instances the service created are kept, not re-created.
-        assert [ci["device_uuid"] for gpu in cluster.nvml(node)["gpus"] for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]] == uuids[node]
+        assert devices(cluster, node) == uuids[node]
         assert cluster.node(node)["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == "14"
         assert device_daemons(cluster, node) == [("nvidia-device-plugin", "gpu-feature-discovery"),
                                                  ("nvidia-device-plugin", "nvidia-device-plugin-daemonset")]

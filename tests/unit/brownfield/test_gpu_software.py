@@ -45,8 +45,8 @@ def test_the_collections_own_objects_are_left_out():
 
 
 def test_a_workload_of_an_unknown_image_is_found_by_its_chart_label():
-    mirrored = daemonset("plugin", "gpu", "registry.example/mirror/plugin:1", {"app.kubernetes.io/name": "nvidia-device-plugin",
-                                                                             "app.kubernetes.io/version": "0.16.2"})
+    labels = {"app.kubernetes.io/name": "nvidia-device-plugin", "app.kubernetes.io/version": "0.16.2"}
+    mirrored = daemonset("plugin", "gpu", "registry.example/mirror/plugin:1", labels)
     assert [(w["component"], w["version"]) for w in sw.discover([mirrored], [], [], [])["workloads"]] == [("device-plugin", "0.16.2")]
 
 
