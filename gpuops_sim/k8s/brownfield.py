@@ -224,7 +224,10 @@ class OperatorMigManager:
             return
         name = (obj.get("metadata") or {}).get("name")
         wanted = self.configs.get(name)
-        current = ((obj.get("metadata") or {}).get("labels") or {}).get(MIG_CONFIG_LABEL)
-        if wanted is not None and current != wanted and self.enabled():
+        if wanted is None:
+            return
+        node = self.api.get("nodes", None, name) or {}  # the node now, not as this (maybe old) event saw it
+        current = ((node.get("metadata") or {}).get("labels") or {}).get(MIG_CONFIG_LABEL)
+        if node and current != wanted and self.enabled():
             self.reverted.append((name, str(current)))
             self.api.merge_patch("nodes", None, name, {"metadata": {"labels": {MIG_CONFIG_LABEL: wanted}}})

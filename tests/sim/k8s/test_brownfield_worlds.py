@@ -18,7 +18,7 @@ from gpuops_sim.node import boot, systemd
 POOL = [parse_pool("a100:1:A100-40GB:2")]
 
 
-def wait(condition, what: str, seconds: float = 30) -> None:
+def wait(condition, what: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, what
