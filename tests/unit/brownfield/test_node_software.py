@@ -115,6 +115,7 @@ def test_containerd_tables_of_the_wrong_type_count_as_absent():
 
 def test_a_new_config_that_drops_a_runtime_or_mirror_names_them():
     from ansible_collections.gpuops.nvidia.plugins.filter.containerd import containerd_dropped_entries  # pylint: disable=import-outside-toplevel
-    without = CONTAINERD.replace("runtimes.kata]", "runtimes.other]").split('[plugins."io.containerd.grpc.v1.cri".registry')[0]
+    registry = '[plugins."io.containerd.grpc.v1.cri".registry'
+    without = CONTAINERD.replace("runtimes.kata]", "runtimes.other]").split(registry, maxsplit=1)[0]
     assert containerd_dropped_entries(CONTAINERD, without) == ["runtime kata", "registry mirror docker.io"]
     assert containerd_dropped_entries(CONTAINERD, CONTAINERD) == []
