@@ -11,6 +11,10 @@ import json
 import os
 import time
 
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
 MIXED = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_reconfigure_wait_timeout=120"]
 POOL = ["a100:2:A100-40GB:2"]
 
