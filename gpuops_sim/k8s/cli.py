@@ -130,7 +130,8 @@ def _options(args: argparse.Namespace):
     return ClusterOptions(
         pools=_pools(args), strategy=args.strategy, mig_enabled=args.mig_enabled or bool(layout), mig_layout=layout,
         control_plane=not args.no_control_plane, dcgm_exporter=args.dcgm_exporter,
-        time_slicing_replicas=args.time_slicing_replicas, port=args.port,
+        time_slicing_replicas=args.time_slicing_replicas, installed_by=args.installed_by,
+        mig_parted_config=args.mig_parted_config, port=args.port,
         settings=AgentSettings(plugin_delay=args.plugin_delay, gfd_interval=args.gfd_interval))
 
 
@@ -224,7 +225,9 @@ def _foreground_argv(args: argparse.Namespace) -> list[str]:
     for item in args.mig_layout or []:
         argv += ["--mig-layout", item]
     if args.strategy:
-        argv += ["--strategy", args.strategy]
+        argv += ["--strategy", args.strategy, "--installed-by", args.installed_by]
+    if args.mig_parted_config:
+        argv += ["--mig-parted-config", args.mig_parted_config]
     for flag in ("dcgm_exporter", "mig_enabled", "no_control_plane"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
@@ -353,6 +356,12 @@ def register(subparsers: Any) -> None:
     up.add_argument("--pool", action="append", help="NAME:COUNT:MODEL:GPUS (repeatable)")
     up.add_argument("--strategy", choices=("none", "single", "mixed"),
                     help="create the device plugin and GFD DaemonSets with this MIG strategy")
+    up.add_argument("--installed-by", choices=("plain", "helm", "gpu-operator"), default="plain",
+                    help="with --strategy: who installed the DaemonSets: plain objects in namespace gpu-operator, "
+                         "NVIDIA's helm chart (release nvdp in its own namespace), or the GPU Operator "
+                         "(ClusterPolicy, operands, and a MIG manager that writes nvidia.com/mig.config back)")
+    up.add_argument("--mig-parted-config", metavar="NAME",
+                    help="NVIDIA DeepOps' mig-parted service on every GPU node, applying this named config at boot")
     up.add_argument("--time-slicing-replicas", type=int, default=1, help="with --strategy: nvidia.com/gpu replicas")
     up.add_argument("--dcgm-exporter", action="store_true", help="with --strategy: also the DCGM exporter")
     up.add_argument("--mig-enabled", action="store_true", help="GPUs start with MIG enabled")

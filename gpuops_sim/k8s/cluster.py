@@ -249,12 +249,22 @@ class ClusterOptions:
     control_plane: bool = True
     dcgm_exporter: bool = False
     time_slicing_replicas: int = 1
+    # Who installed the NVIDIA DaemonSets of ``strategy``: "plain" (objects of no release, in
+    # namespace gpu-operator), "helm" (NVIDIA's chart, a release in its own namespace) or
+    # "gpu-operator" (a ClusterPolicy and its operands, with the operator's MIG manager).
+    installed_by: str = "plain"
+    # The named config of NVIDIA DeepOps' mig-parted service on every GPU node (None: no service).
+    mig_parted_config: str | None = None
     port: int = 0
     settings: AgentSettings = dataclasses.field(default_factory=AgentSettings)
 
     def validate(self) -> None:
         if self.strategy is not None and self.strategy not in ("none", "single", "mixed"):
             raise ValueError(f"strategy: {self.strategy!r} is not one of none, single, mixed")
+        if self.installed_by not in ("plain", "helm", "gpu-operator"):
+            raise ValueError(f"installed_by: {self.installed_by!r} is not one of plain, helm, gpu-operator")
+        if self.installed_by != "plain" and self.strategy is None:
+            raise ValueError(f"installed_by: {self.installed_by!r} needs a strategy")
         if self.settings.plugin_delay < 0:
             raise ValueError(f"plugin_delay: must be >= 0, got {self.settings.plugin_delay}")
         if self.settings.gfd_interval <= 0:
@@ -272,6 +282,7 @@ class Cluster:
         self.api: ClusterApi | None = None
         self.agents: Agents | None = None
         self.nodes: list[str] = []
+        self.mig_manager: Any = None
 
     @property
     def url(self) -> str:
@@ -301,11 +312,18 @@ class Cluster:
         self.agents = Agents(self.api, state_path_for(self.directory), self.options.settings,
                              pod_resources_socket=pod_resources_socket_for(self.directory))
         self.agents.start()
+        if self.options.installed_by == "gpu-operator":
+            from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
+            self.mig_manager = brownfield.OperatorMigManager(self.api, {node: "all-disabled" for node in self.nodes})
+            self.mig_manager.start()
         write_inventory(self.directory, self.nodes)
         self._write_description()
         return self
 
     def stop(self) -> None:
+        if self.mig_manager is not None:
+            self.mig_manager.stop()
+            self.mig_manager = None
         if self.agents is not None:
             self.agents.stop()
             self.agents = None
@@ -332,12 +350,65 @@ class Cluster:
             systemd.set_host(path, node_root(self.directory, name), kubeconfig=self.kubeconfig, node=name)
             if self.options.mig_layout:
                 layout_node(path, self.options.mig_layout)
+            if self.options.mig_parted_config:
+                self.install_mig_parted(name, self.options.mig_parted_config)
             node = manifests.node_manifest(name, pool.instance_type, deploy_labels=self.options.strategy is not None)
             node["metadata"]["labels"]["gpuops.io/sim-pool"] = pool.name
+            if self.options.installed_by == "helm":  # the chart selects GPU nodes by gpu.present alone
+                for key in list(node["metadata"]["labels"]):
+                    if key.startswith(manifests.DEPLOY_LABEL):
+                        del node["metadata"]["labels"][key]
+            if self.options.installed_by == "gpu-operator":
+                from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
+                labels = brownfield.operator_node_labels("all-disabled")
+                node["metadata"]["labels"].update(labels["labels"])
+                node["metadata"]["managedFields"] = labels["managedFields"]
             api.create("nodes", None, node)
             self.nodes.append(name)
-        if self.options.strategy is not None:
+        if self.options.strategy is None:
+            return
+        if self.options.installed_by == "helm":
+            self.install_helm_device_plugin(self.options.strategy, self.options.time_slicing_replicas)
+        elif self.options.installed_by == "gpu-operator":
+            self.install_gpu_operator(self.options.strategy)
+        else:
             self.install_nvidia_daemons(self.options.strategy, self.options.time_slicing_replicas)
+
+    def _namespace(self, namespace: str) -> None:
+        api = self.api
+        assert api is not None
+        if api.get("namespaces", None, namespace) is None:
+            api.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+
+    def install_helm_device_plugin(self, strategy: str, replicas: int = 1) -> None:
+        """NVIDIA's nvidia-device-plugin chart, installed with helm as release nvdp in its own namespace."""
+        from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
+        assert self.api is not None
+        self._namespace(brownfield.HELM_NAMESPACE)
+        for kind, obj in brownfield.helm_device_plugin(strategy, replicas):
+            self.api.create(kind, brownfield.HELM_NAMESPACE, obj)
+
+    def install_gpu_operator(self, strategy: str) -> None:
+        """The GPU Operator with preinstalled drivers: its CRD, ClusterPolicy, Deployment and operands."""
+        from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
+        api = self.api
+        assert api is not None
+        namespace = manifests.GPU_OPERATOR_NAMESPACE
+        self._namespace(namespace)
+        api.create("customresourcedefinitions", None, brownfield.CLUSTER_POLICY_CRD)
+        policy = api.create("clusterpolicies", None, brownfield.cluster_policy(strategy, namespace))
+        for kind, obj in brownfield.operator_objects(strategy, policy["metadata"]["uid"], namespace):
+            api.create(kind, namespace, obj)
+
+    def install_mig_parted(self, node: str, config: str) -> None:
+        """NVIDIA DeepOps' mig-parted service on the node, enabled, and the geometry it applied."""
+        from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
+        path = self.state_path(node)
+        brownfield.install_mig_parted(node_root(self.directory, node),
+                                      brownfield.mig_parted_unit(config, sys.executable, path))
+        brownfield.apply_named_config(path, config)
+        # It ran at this boot (oneshot, RemainAfterExit): active until stopped.
+        systemd.set_unit_state(path, brownfield.MIG_PARTED_UNIT, active="active", result="success", exit_code=0)
 
     def install_nvidia_daemons(self, strategy: str, replicas: int = 1, dcgm: bool | None = None,
                                namespace: str = manifests.GPU_OPERATOR_NAMESPACE) -> None:
@@ -368,6 +439,7 @@ class Cluster:
     def _write_description(self) -> None:
         description = {"url": self.url, "nodes": self.nodes, "pid": os.getpid(),
                        "pools": [dataclasses.asdict(p) for p in self.options.pools],
-                       "strategy": self.options.strategy}
+                       "strategy": self.options.strategy, "installed_by": self.options.installed_by,
+                       "mig_parted_config": self.options.mig_parted_config}
         with open(os.path.join(self.directory, "cluster.json"), "w", encoding="utf-8") as handle:
             json.dump(description, handle, indent=1)

@@ -27,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable
     boot_id = sub.add_parser("boot-id", help="print the node's current boot id")
     _state_arg(boot_id)
     boot_id.set_defaults(func=_boot_id)
+    parted = sub.add_parser("mig-parted-apply", help="what mig-parted's boot service does: apply a named config "
+                                                     "(all-disabled, or all-<profile> filled with that profile)")
+    _state_arg(parted)
+    parted.add_argument("--config", required=True, help="the named config, e.g. all-1g.5gb")
+    parted.set_defaults(func=_mig_parted_apply)
 
 
 def _reboot(args: argparse.Namespace) -> int:
@@ -36,6 +41,16 @@ def _reboot(args: argparse.Namespace) -> int:
               f"units started: {', '.join(result['started']) or 'none'}; failed: {', '.join(result['failed']) or 'none'}; "
               f"kubelet {'up' if result['kubelet'] else 'held back'}")
     # The reboot itself succeeded also when a unit failed: the node is up (reachable), NotReady.
+    return 0
+
+
+def _mig_parted_apply(args: argparse.Namespace) -> int:
+    from gpuops_sim.k8s.brownfield import apply_named_config  # pylint: disable=import-outside-toplevel
+    try:
+        apply_named_config(args.state, args.config)
+    except ValueError as exc:
+        print(f"mig-parted: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,6 +1,6 @@
 """``systemctl`` of a simulated node, for the units installed under its root and its kubelet unit
 (the GPU-holding host services of gpuops_sim/nvml/host.py are answered there). Enough of systemctl
-for ansible.builtin.systemd_service and for an operator: daemon-reload, show, is-enabled, enable,
+for ansible.builtin.systemd_service and for an operator: daemon-reload, show, is-enabled, enable, disable,
 is-active, start, restart, stop, status."""
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ def main(path: str, argv: list[str]) -> int:
             enabled = name == kubelet_unit or systemd.is_enabled(root, name)
             print("enabled" if enabled else "disabled")
             return 0 if enabled else 1
+        if verb == "disable":
+            for link in systemd.disable(root, name):
+                print(f"Removed \"{link}\".")
+            return 0
         if verb == "enable":
             for link in systemd.enable(root, name):
                 print(f"Created symlink {link} -> {systemd.unit_path(root, name)}.")

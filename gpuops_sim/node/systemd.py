@@ -120,6 +120,18 @@ def enable(root: str, name: str) -> list[str]:
     return made
 
 
+def disable(root: str, name: str) -> list[str]:
+    """``systemctl disable``: the unit's links in every ``.wants/`` / ``.requires/`` removed."""
+    base = os.path.join(root, UNIT_DIR)
+    removed = []
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        link = os.path.join(base, entry, name)
+        if entry.endswith((".wants", ".requires")) and os.path.lexists(link):
+            os.unlink(link)
+            removed.append(link)
+    return removed
+
+
 def is_enabled(root: str, name: str) -> bool:
     base = os.path.join(root, UNIT_DIR)
     if not os.path.isdir(base):

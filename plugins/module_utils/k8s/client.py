@@ -600,6 +600,10 @@ class KubeClient:
     def list_nodes(self, field_selector: str | None = None) -> dict[str, Any]:
         return self._json(self._request("GET", "/api/v1/nodes", {"fieldSelector": field_selector}))
 
+    def list_path(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """The items of a list at an API path (``/apis/apps/v1/daemonsets``)."""
+        return list(self._json(self._request("GET", path, {"labelSelector": label_selector})).get("items") or [])
+
     def patch_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._json(self._request("PATCH", "/api/v1/nodes/" + quote(name, safe=""), body=body, content_type=MERGE_PATCH))
 

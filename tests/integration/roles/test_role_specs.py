@@ -10,7 +10,7 @@ import yaml
 
 from roles_helpers import REPO
 
-ROLES = ["nvidia_device_plugin", "gpu_operator", "dcgm_exporter"]
+ROLES = ["nvidia_device_plugin", "gpu_operator", "dcgm_exporter", "existing_software"]
 # Play-wide settings the roles read and validate but do not define.
 SHARED = {"k8s_gpu_mig_strategy", "device_plugin_time_slicing_replicas", "device_plugin_time_slicing_rename_by_default",
           "k8s_kubeconfig", "k8s_context", "k8s_validate_certs"}
