@@ -25,6 +25,7 @@ from gpuops_sim.nvml import errors, mig
 from gpuops_sim.nvml.errors import NvmlError
 from gpuops_sim.nvml.models import CI_PROFILE_COUNT, GI_PROFILE_COUNT, MIB, GpuModel
 from gpuops_sim.nvml.state import StateFile, find_gpu, nvml_version, parse_bus_id, read_state
+from gpuops_sim.node import user
 
 _TAG = 0x5E5E
 KIND_GPU, KIND_MIG_DEVICE, KIND_GPU_INSTANCE, KIND_COMPUTE_INSTANCE = 1, 2, 3, 4
@@ -275,6 +276,8 @@ class SimulatedNvml:
                 if injected:
                     return injected
             if spec.mutates:
+                if not user.is_root():
+                    return errors.NO_PERMISSION
                 with self._file.transaction() as fresh:
                     return spec.impl(_Call(self, fresh, _Index(fresh)), *args) or errors.SUCCESS
             index = self._file.index.get("library")
@@ -320,9 +323,12 @@ class SimulatedNvml:
     # Used by _symbol functions that manage initialisation (they receive the library itself).
     def initialize(self) -> int:
         try:
-            self._file.read()
+            state = self._file.read()
         except FileNotFoundError:
             return errors.DRIVER_NOT_LOADED
+        if not state.get("driver_version"):
+            # A node without a driver has no libnvidia-ml.so.1: pynvml's load fails (NVMLError_LibraryNotFound).
+            return errors.LIBRARY_NOT_FOUND
         self._init_count += 1
         return errors.SUCCESS
 

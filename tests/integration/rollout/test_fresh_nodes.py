@@ -1,0 +1,72 @@
+# Copyright: gpuops.nvidia contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A first install on fresh GPU nodes (``cluster up --fresh``): no driver (NVML cannot be loaded and
+nvidia-smi is not on PATH until a driver is installed and the node rebooted), a base Python without
+the modules' libraries, and an unprivileged login user. The README's steps, with only an inventory and
+its group_vars, install everything and converge; a second run changes nothing. Without the product's
+own answers to each (become, node preparation) the run fails, naming why."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gpuops_sim.node import user
+from test_first_install import site_inventory
+from test_rollout import mutations
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+SETTINGS = {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": "all-1g.5gb",
+            # The driver needs a reboot; the rollout reboots the node, drained.
+            "mig_allow_reboot": True}
+
+
+@pytest.fixture(scope="session")
+def node_wheels() -> str:
+    """requirements-node.txt as wheels for the nodes' Python (the controller's version): the offline
+    directory of node_prepare_wheel_dir, downloaded once and kept under .tmp/ for later runs."""
+    folder = os.path.join(ROOT, ".tmp", "node-wheels-py%d.%d" % sys.version_info[:2])
+    if not os.path.isfile(os.path.join(folder, ".complete")):
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+                               "--dest", folder, "--requirement", os.path.join(ROOT, "requirements-node.txt")],
+                              capture_output=True, text=True, timeout=240, check=False)
+        if done.returncode != 0:
+            pytest.skip("cannot download the nodes' wheels from the package index: %s" % done.stderr[-500:])
+        open(os.path.join(folder, ".complete"), "w", encoding="utf-8").close()
+    return folder
+
+
+@pytest.fixture
+def fresh_cluster(sim_cluster):
+    cluster = sim_cluster(["a100:2:A100-40GB:2"], fresh=True)
+    for node in cluster.nodes:
+        state = cluster.nvml_state(node)
+        assert state["driver_version"] is None
+    return cluster
+
+
+def test_the_readme_steps_install_everything_on_fresh_nodes_and_a_second_run_changes_nothing(fresh_cluster, node_wheels):
+    cluster = fresh_cluster
+    site = site_inventory(cluster, "site.yml", dict(SETTINGS, node_prepare_wheel_dir=node_wheels))
+    rehearsal = cluster.playbook("nvidia_gpu_operator.yml", *site, "--check")
+    assert all(cluster.nvml_state(node)["driver_version"] is None for node in cluster.nodes)
+    run = cluster.playbook("nvidia_gpu_operator.yml", *site)
+    for node in cluster.nodes:
+        state = cluster.nvml_state(node)
+        assert state["driver_version"] == "570.86.15" and "installed_driver_version" not in state
+        labels = cluster.node(node)["metadata"]["labels"]
+        assert labels["nvidia.com/mig.config.state"] == "success"
+        assert cluster.node(node)["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == "14"
+        root = cluster.cluster_root(node)
+        assert os.access(os.path.join(root, "opt", "gpuops", "venv", "bin", "python"), os.X_OK)
+        assert os.access(os.path.join(root, "usr", "bin", "nvidia-smi"), os.X_OK)
+    again = cluster.playbook("nvidia_gpu_operator.yml", *site)
+    assert again.changed == 0, again.output[-5000:]
+    assert rehearsal.rc == 0 and run.rc == 0
