@@ -15,7 +15,6 @@ import sys
 
 import pytest
 
-from gpuops_sim.node import user
 from test_first_install import site_inventory
 from test_rollout import mutations
 
@@ -70,3 +69,42 @@ def test_the_readme_steps_install_everything_on_fresh_nodes_and_a_second_run_cha
     again = cluster.playbook("nvidia_gpu_operator.yml", *site)
     assert again.changed == 0, again.output[-5000:]
     assert rehearsal.rc == 0 and run.rc == 0
+
+
+def test_without_become_root_only_work_fails_naming_the_permission(fresh_cluster, node_wheels):
+    cluster = fresh_cluster
+    site = site_inventory(cluster, "site.yml", dict(SETTINGS, node_prepare_wheel_dir=node_wheels, gpuops_become=False))
+    run = cluster.playbook("nvidia_gpu_operator.yml", *site, check=False)
+    assert run.rc != 0
+    assert "installing the NVIDIA driver: permission denied (running as %s, not root" % user_name() in run.output, run.output[-3000:]
+    assert all(cluster.nvml_state(node).get("installed_driver_version") is None for node in cluster.nodes)
+
+
+def test_without_node_preparation_the_missing_library_is_reported(fresh_cluster):
+    cluster = fresh_cluster
+    cluster.clear_requests()
+    run = cluster.playbook("nvidia_gpu_operator.yml", *site_inventory(cluster, "site.yml", dict(SETTINGS, gpuops_node_prepare=False)),
+                           check=False)
+    assert run.rc != 0
+    assert "Traceback" not in run.output
+    # The node's Python lacks the library: the module names it and the interpreter, and the node is
+    # left failed by the rollout (its summary says why), not crashed.
+    assert "Failed to import the required Python library (nvidia-ml-py)" in run.output, run.output[-3000:]
+    assert "usr/bin/python3" in run.output
+
+
+def test_with_the_operator_and_no_driver_of_its_own_a_fresh_node_is_refused(fresh_cluster):
+    cluster = fresh_cluster
+    cluster.clear_requests()
+    run = cluster.playbook("nvidia_gpu_operator.yml", *site_inventory(cluster, "site.yml", dict(SETTINGS, gpu_stack="operator")),
+                           check=False)
+    assert run.rc != 0
+    for node in cluster.nodes:
+        assert "Node %s has no usable NVIDIA driver" % node in run.output, run.output[-3000:]
+    assert "gpu_operator_driver_enabled=false installs none" in run.output
+    assert not mutations(cluster.requests())
+
+
+def user_name() -> str:
+    from gpuops_sim.k8s.cluster import FRESH_NODE_USER  # pylint: disable=import-outside-toplevel
+    return FRESH_NODE_USER
