@@ -70,8 +70,16 @@ class Connection(LocalConnection):
 
     transport = "gpuops_sim_node"
 
+    def get_option(self, option, hostvars=None):
+        value = super().get_option(option, hostvars)
+        if option == "remote_user" and not value:
+            # Without ansible_user, the controller's user, as with the local connection (become is
+            # then skipped where that user is the one to become).
+            return self.default_user
+        return value
+
     def exec_command(self, cmd, in_data=None, sudoable=True):
-        user = self.get_option("remote_user")
+        user = super().get_option("remote_user")
         if user and user != "root" and isinstance(cmd, str):
             # A login shell of that user: the node's sudo first on its PATH.
             cmd = "export GPUOPS_SIM_USER=%s PATH=%s:\"$PATH\"; %s" % (shlex.quote(user), shlex.quote(SUDO_DIR), cmd)

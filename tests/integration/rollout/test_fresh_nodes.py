@@ -54,7 +54,7 @@ def fresh_cluster(sim_cluster):
 def test_the_readme_steps_install_everything_on_fresh_nodes_and_a_second_run_changes_nothing(fresh_cluster, node_wheels):
     cluster = fresh_cluster
     site = site_inventory(cluster, "site.yml", dict(SETTINGS, node_prepare_wheel_dir=node_wheels))
-    rehearsal = cluster.playbook("nvidia_gpu_operator.yml", *site, "--check")
+    rehearsal = cluster.playbook("nvidia_gpu_operator.yml", *site, "--check", "--diff")
     assert all(cluster.nvml_state(node)["driver_version"] is None for node in cluster.nodes)
     run = cluster.playbook("nvidia_gpu_operator.yml", *site)
     for node in cluster.nodes:
@@ -69,6 +69,15 @@ def test_the_readme_steps_install_everything_on_fresh_nodes_and_a_second_run_cha
     again = cluster.playbook("nvidia_gpu_operator.yml", *site)
     assert again.changed == 0, again.output[-5000:]
     assert rehearsal.rc == 0 and run.rc == 0
+
+    # An unplanned reboot: the boot-time applier, run by the prepared environment's Python, puts the
+    # layout back before the kubelet starts.
+    node = cluster.nodes[0]
+    layout = cluster.layout(node)
+    done = subprocess.run([sys.executable, "-m", "gpuops_sim", "node", "reboot", "--state", cluster.cluster.state_path(node)],
+                          capture_output=True, text=True, check=True, cwd=ROOT, timeout=300)
+    assert "kubelet up" in done.stdout and "failed: none" in done.stdout, done.stdout
+    assert cluster.layout(node) == layout
 
 
 def test_without_become_root_only_work_fails_naming_the_permission(fresh_cluster, node_wheels):
