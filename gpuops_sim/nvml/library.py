@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import pynvml
 
+from gpuops_sim.node import user
 from gpuops_sim.nvml import errors, mig
 from gpuops_sim.nvml.errors import NvmlError
 from gpuops_sim.nvml.models import CI_PROFILE_COUNT, GI_PROFILE_COUNT, MIB, GpuModel
 from gpuops_sim.nvml.state import StateFile, find_gpu, nvml_version, parse_bus_id, read_state
-from gpuops_sim.node import user
 
 _TAG = 0x5E5E
 KIND_GPU, KIND_MIG_DEVICE, KIND_GPU_INSTANCE, KIND_COMPUTE_INSTANCE = 1, 2, 3, 4
