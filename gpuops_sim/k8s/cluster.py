@@ -233,7 +233,7 @@ def fresh_node_vars(directory: str, state: str, root: str, python: str) -> dict:
         "node_prepare_distribution_packages": {},
         "mig_boot_python": venv_python,
         "nvidia_driver_install": True,
-        "nvidia_driver_branch": FRESH_DRIVER_VERSION.split(".")[0],
+        "nvidia_driver_branch": FRESH_DRIVER_VERSION.split(".", maxsplit=1)[0],
         "nvidia_driver_version": FRESH_DRIVER_VERSION,
         # The site's own installer (as NVIDIA's .run installer would be): stages the driver, which
         # the next reboot loads.
