@@ -131,7 +131,7 @@ def _options(args: argparse.Namespace):
         pools=_pools(args), strategy=args.strategy, mig_enabled=args.mig_enabled or bool(layout), mig_layout=layout,
         control_plane=not args.no_control_plane, dcgm_exporter=args.dcgm_exporter,
         time_slicing_replicas=args.time_slicing_replicas, installed_by=args.installed_by,
-        mig_parted_config=args.mig_parted_config, port=args.port,
+        mig_parted_config=args.mig_parted_config, port=args.port, fresh=args.fresh,
         settings=AgentSettings(plugin_delay=args.plugin_delay, gfd_interval=args.gfd_interval))
 
 
@@ -228,7 +228,7 @@ def _foreground_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--strategy", args.strategy, "--installed-by", args.installed_by]
     if args.mig_parted_config:
         argv += ["--mig-parted-config", args.mig_parted_config]
-    for flag in ("dcgm_exporter", "mig_enabled", "no_control_plane"):
+    for flag in ("dcgm_exporter", "mig_enabled", "no_control_plane", "fresh"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
     return argv
@@ -370,6 +370,8 @@ def register(subparsers: Any) -> None:
     up.add_argument("--plugin-delay", type=float, default=1.0, help="device plugin / GFD start-up delay (s)")
     up.add_argument("--gfd-interval", type=float, default=60.0, help="GFD relabel interval (s)")
     up.add_argument("--no-control-plane", action="store_true", help="no control-plane node")
+    up.add_argument("--fresh", action="store_true",
+                    help="GPU nodes as on a fresh cluster: no driver, a Python without libraries, an unprivileged login")
     up.add_argument("--port", type=int, default=0, help="API port (default: any free port)")
     up.add_argument("--detach", action="store_true", help="run in the background (pid file and log in DIR)")
     up.set_defaults(func=cmd_up)

@@ -179,7 +179,71 @@ def node_root(directory: str, node: str) -> str:
     return os.path.join(os.path.abspath(directory), "nodes", f"{node}-root")
 
 
-def inventory(directory: str, nodes: list[str], python: str | None = None, path_env: str | None = None) -> dict:
+# A fresh node (``cluster up --fresh``): what a GPU node of a fresh kubeadm cluster is before the
+# collection's first run. No driver (NVML cannot be loaded, no nvidia-smi), a base interpreter without
+# third-party libraries, and an unprivileged login user that may sudo.
+FRESH_NODE_USER = "gpuops"
+FRESH_DRIVER_VERSION = "570.86.15"
+
+
+def simulator_path() -> str:
+    """The directory holding the gpuops_sim package: what a node's Python needs on its path to load the
+    simulated libnvidia-ml (as a real node's pynvml loads libnvidia-ml.so.1 from the driver)."""
+    import gpuops_sim  # pylint: disable=import-outside-toplevel
+    return os.path.dirname(os.path.dirname(os.path.abspath(gpuops_sim.__file__)))
+
+
+def fresh_node_environment(state: str, root: str, path_env: str) -> dict[str, str]:
+    """What a process on a fresh node sees: its NVML state, its own /usr/bin first on PATH (the base
+    commands, and nvidia-smi once a driver is installed), and the simulated libnvidia-ml."""
+    return {"GPUOPS_NVML_SIMULATOR": state, "PATH": os.pathsep.join([os.path.join(root, "usr", "bin"), path_env]),
+            "PYTHONPATH": simulator_path()}
+
+
+def make_fresh_node(root: str) -> str:
+    """The node's base system under its root: a Python without third-party libraries at
+    <root>/usr/bin/python3 (a virtual environment of the controller's base interpreter, without pip),
+    and the simulated systemctl and lsmod in <root>/usr/bin. Returns the interpreter."""
+    import venv  # pylint: disable=import-outside-toplevel
+    usr = os.path.join(root, "usr")
+    python = os.path.join(usr, "bin", "python3")
+    if not os.path.exists(python):
+        venv.EnvBuilder(with_pip=False, symlinks=True).create(usr)
+    for name in ("systemctl", "lsmod"):
+        target = os.path.join(usr, "bin", name)
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(f"#!/bin/sh\nexec {sys.executable} {os.path.join(nvml_bin_dir(), name)} \"$@\"\n")
+        os.chmod(target, 0o755)
+    return python
+
+
+def fresh_node_vars(directory: str, state: str, root: str, python: str) -> dict:
+    """The settings a site gives such nodes, for a node of the simulator: the node's own Python and the
+    environment node_prepare makes from it, an unprivileged login (the playbooks become root), and the
+    site's own driver installer, here the simulator's (``nvml driver --install``)."""
+    venv_python = f"{root}/opt/gpuops/venv/bin/python"
+    return {
+        "ansible_user": FRESH_NODE_USER,
+        "ansible_python_interpreter": f"{root}/usr/bin/python3",
+        "gpuops_environment": fresh_node_environment(state, root, os.environ.get("PATH", "")),
+        "node_prepare_python": f"{root}/usr/bin/python3",
+        "node_prepare_venv": f"{root}/opt/gpuops/venv",
+        "node_prepare_wheel_dest": f"{root}/opt/gpuops/wheels",
+        # The node image has python3-venv; the simulator installs no distribution packages.
+        "node_prepare_distribution_packages": {},
+        "mig_boot_python": venv_python,
+        "nvidia_driver_install": True,
+        "nvidia_driver_branch": FRESH_DRIVER_VERSION.split(".", maxsplit=1)[0],
+        "nvidia_driver_version": FRESH_DRIVER_VERSION,
+        # The site's own installer (as NVIDIA's .run installer would be): stages the driver, which
+        # the next reboot loads.
+        "nvidia_driver_install_command": [python, "-m", "gpuops_sim", "nvml", "driver", "--state", state,
+                                          "--install", "{version}"],
+    }
+
+
+def inventory(directory: str, nodes: list[str], python: str | None = None, path_env: str | None = None,
+              fresh: bool = False) -> dict:
     """The cluster's inventory. What every GPU node shares is written once, in ``gpu_nodes.vars``,
     templated on the host's name where it differs, as an operator's group_vars would: the controller
     holds each host's own variables for the whole run, and a fleet pays for them on every task.
@@ -218,6 +282,8 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
         "nvidia_driver_boot_time_command": f"cat {root}/proc/sys/kernel/random/boot_id",
         "nvidia_driver_reboot_search_paths": [os.path.dirname(python)],
     }
+    if fresh:
+        node_vars.update(fresh_node_vars(directory, state, root, python))
     return {"all": {
         "vars": {"k8s_kubeconfig": os.path.join(directory, "kubeconfig"),
                  # The simulated GFD models every label, so the rollout cross-checks them all.
@@ -230,11 +296,11 @@ def inventory(directory: str, nodes: list[str], python: str | None = None, path_
     }}
 
 
-def write_inventory(directory: str, nodes: list[str]) -> str:
+def write_inventory(directory: str, nodes: list[str], fresh: bool = False) -> str:
     path = os.path.join(directory, "inventory.yml")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("# Written by `python -m gpuops_sim cluster up`: every host runs locally against the simulator.\n")
-        yaml.safe_dump(inventory(directory, nodes), handle, sort_keys=False, default_flow_style=False)
+        yaml.safe_dump(inventory(directory, nodes, fresh=fresh), handle, sort_keys=False, default_flow_style=False)
     return path
 
 
@@ -256,6 +322,8 @@ class ClusterOptions:
     # The named config of NVIDIA DeepOps' mig-parted service on every GPU node (None: no service).
     mig_parted_config: str | None = None
     port: int = 0
+    # GPU nodes as on a fresh cluster: no driver, a bare Python, an unprivileged login (see fresh_node_vars).
+    fresh: bool = False
     settings: AgentSettings = dataclasses.field(default_factory=AgentSettings)
 
     def validate(self) -> None:
@@ -316,7 +384,7 @@ class Cluster:
             from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
             self.mig_manager = brownfield.OperatorMigManager(self.api, {node: "all-disabled" for node in self.nodes})
             self.mig_manager.start()
-        write_inventory(self.directory, self.nodes)
+        write_inventory(self.directory, self.nodes, fresh=self.options.fresh)
         self._write_description()
         return self
 
@@ -346,8 +414,11 @@ class Cluster:
                                                               control_plane=True))
         for name, pool in node_names(self.options.pools):
             path = self.state_path(name)
-            nvml.init_node(path, pool.model, pool.gpus, mig_enabled=self.options.mig_enabled, node_name=name)
+            driver = {"driver_version": None} if self.options.fresh else {}
+            nvml.init_node(path, pool.model, pool.gpus, mig_enabled=self.options.mig_enabled, node_name=name, **driver)
             systemd.set_host(path, node_root(self.directory, name), kubeconfig=self.kubeconfig, node=name)
+            if self.options.fresh:
+                make_fresh_node(node_root(self.directory, name))
             if self.options.mig_layout:
                 layout_node(path, self.options.mig_layout)
             if self.options.mig_parted_config:
@@ -440,6 +511,6 @@ class Cluster:
         description = {"url": self.url, "nodes": self.nodes, "pid": os.getpid(),
                        "pools": [dataclasses.asdict(p) for p in self.options.pools],
                        "strategy": self.options.strategy, "installed_by": self.options.installed_by,
-                       "mig_parted_config": self.options.mig_parted_config}
+                       "mig_parted_config": self.options.mig_parted_config, "fresh": self.options.fresh}
         with open(os.path.join(self.directory, "cluster.json"), "w", encoding="utf-8") as handle:
             json.dump(description, handle, indent=1)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from gpuops_sim.node import boot, systemd
+from gpuops_sim.node import boot, systemd, user
 
 ENV = "GPUOPS_NVML_SIMULATOR"
 
@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable
 
 
 def _reboot(args: argparse.Namespace) -> int:
+    if not user.is_root():
+        # As systemd's reboot for a user without the right to it.
+        print("Call to Reboot failed: Access denied", file=sys.stderr)
+        return 1
     result = boot.reboot(args.state)
     if not args.quiet:
         print(f"{args.state}: rebooted (boot id {result['boot_id']}); {len(result['killed'])} pod(s) died; "

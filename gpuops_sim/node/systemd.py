@@ -188,8 +188,12 @@ def _journal(root: str, name: str, text: str) -> None:
 
 
 def node_environment(path: str) -> dict[str, str]:
-    """What a process on the node sees: the node's NVML and its commands on PATH."""
-    from gpuops_sim.k8s.cluster import nvml_bin_dir  # pylint: disable=import-outside-toplevel
+    """What a process on the node sees: the node's NVML and its commands on PATH (a fresh node's
+    own /usr/bin under its root, where nvidia-smi appears once a driver is installed)."""
+    from gpuops_sim.k8s.cluster import fresh_node_environment, nvml_bin_dir  # pylint: disable=import-outside-toplevel
+    root = host(path).get("root")
+    if root and os.path.isdir(os.path.join(root, "usr", "bin")):
+        return dict(fresh_node_environment(path, root, os.environ.get("PATH", "/usr/bin:/bin")), LANG="C.UTF-8")
     return {"PATH": os.pathsep.join([nvml_bin_dir(), os.environ.get("PATH", "/usr/bin:/bin")]), ENV: path,
             "LANG": "C.UTF-8"}
 

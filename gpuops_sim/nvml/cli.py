@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from gpuops_sim.node import user
 from gpuops_sim.nvml import mig, state
 from gpuops_sim.nvml.models import MODELS
 
@@ -32,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable
     init.add_argument("--reset-policy", choices=mig.RESET_POLICIES, default="reset",
                       help="reset: GPUs can be reset (bare metal); reboot: only a reboot applies pending MIG mode (VM)")
     init.add_argument("--driver-version", default=state.DEFAULT_DRIVER_VERSION)
+    init.add_argument("--no-driver", action="store_true",
+                      help="a node without a driver: NVML cannot be loaded until `nvml driver --install` and a reboot")
     init.add_argument("--cuda-version", type=int, default=state.DEFAULT_CUDA_VERSION, help="e.g. 12040 for 12.4")
     init.set_defaults(func=_init)
 
@@ -86,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable
 
 def _init(args: argparse.Namespace) -> int:
     node = state.init_node(args.state, args.model, args.count, mig_enabled=args.mig_enabled, node_name=args.node,
-                           reset_policy=args.reset_policy, driver_version=args.driver_version,
+                           reset_policy=args.reset_policy, driver_version=None if args.no_driver else args.driver_version,
                            cuda_version=args.cuda_version)
     print(f"{args.state}: node {node['node']} with {args.count} x {node['gpus'][0]['model']}")
     return 0
@@ -163,8 +166,13 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _driver(args: argparse.Namespace) -> int:
+    try:
+        user.require_root("installing the NVIDIA driver")
+    except PermissionError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     loaded = state.install_driver(args.state, args.install)
-    print(f"{args.state}: driver {args.install} installed; {loaded} stays loaded until the next reboot")
+    print(f"{args.state}: driver {args.install} installed; {loaded or 'no driver'} stays loaded until the next reboot")
     return 0
 
 

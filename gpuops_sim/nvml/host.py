@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
+from gpuops_sim.node import user
 from gpuops_sim.nvml import state
 
 ENV = "GPUOPS_NVML_SIMULATOR"
+# What only root may do (gpuops_sim/node/user.py).
+CHANGING_VERBS = ("daemon-reload", "enable", "disable", "start", "stop", "restart")
 
 
 def _unit(name: str) -> str:
@@ -26,6 +29,10 @@ def systemctl(argv: list[str]) -> int:
     quiet = "--quiet" in argv or "-q" in argv
     if not path:
         print("simulated systemctl: GPUOPS_NVML_SIMULATOR is not set", file=sys.stderr)
+        return 1
+    if args[:1] and args[0] in CHANGING_VERBS and not user.is_root():
+        # As systemd refuses a user whom polkit does not allow it.
+        print(f"Failed to {args[0]}: Access denied", file=sys.stderr)
         return 1
     if len(args) != 2 or args[0] not in ("is-active", "stop", "start") or state.service_active(path, _unit(args[1])) is None:
         # Not a GPU-holding host service: a unit installed on the node, or its kubelet.

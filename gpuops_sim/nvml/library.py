@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import pynvml
 
+from gpuops_sim.node import user
 from gpuops_sim.nvml import errors, mig
 from gpuops_sim.nvml.errors import NvmlError
 from gpuops_sim.nvml.models import CI_PROFILE_COUNT, GI_PROFILE_COUNT, MIB, GpuModel
@@ -275,6 +276,8 @@ class SimulatedNvml:
                 if injected:
                     return injected
             if spec.mutates:
+                if not user.is_root():
+                    return errors.NO_PERMISSION
                 with self._file.transaction() as fresh:
                     return spec.impl(_Call(self, fresh, _Index(fresh)), *args) or errors.SUCCESS
             index = self._file.index.get("library")
@@ -320,9 +323,12 @@ class SimulatedNvml:
     # Used by _symbol functions that manage initialisation (they receive the library itself).
     def initialize(self) -> int:
         try:
-            self._file.read()
+            state = self._file.read()
         except FileNotFoundError:
             return errors.DRIVER_NOT_LOADED
+        if not state.get("driver_version"):
+            # A node without a driver has no libnvidia-ml.so.1: pynvml's load fails (NVMLError_LibraryNotFound).
+            return errors.LIBRARY_NOT_FOUND
         self._init_count += 1
         return errors.SUCCESS
 

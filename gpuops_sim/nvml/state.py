@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import re
+import sys
 import tempfile
 import weakref
 from typing import Any, Iterator
@@ -152,7 +153,7 @@ def bus_id(model: GpuModel, index: int) -> str:
 
 
 def build_state(model: GpuModel, count: int, mig_enabled: bool = False, node_name: str = DEFAULT_NODE,
-                reset_policy: str = "reset", driver_version: str = DEFAULT_DRIVER_VERSION,
+                reset_policy: str = "reset", driver_version: str | None = DEFAULT_DRIVER_VERSION,
                 cuda_version: int = DEFAULT_CUDA_VERSION) -> State:
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -191,8 +192,10 @@ def build_state(model: GpuModel, count: int, mig_enabled: bool = False, node_nam
 
 def init_node(path: str | os.PathLike[str], model: str | GpuModel, count: int, mig_enabled: bool = False,
               node_name: str = DEFAULT_NODE, reset_policy: str = "reset",
-              driver_version: str = DEFAULT_DRIVER_VERSION, cuda_version: int = DEFAULT_CUDA_VERSION) -> State:
-    """Create (or overwrite) a node-state file with ``count`` identical GPUs; return the state."""
+              driver_version: str | None = DEFAULT_DRIVER_VERSION, cuda_version: int = DEFAULT_CUDA_VERSION) -> State:
+    """Create (or overwrite) a node-state file with ``count`` identical GPUs; return the state.
+    ``driver_version`` None: a node without a driver (NVML cannot be loaded until one is installed
+    and the node rebooted)."""
     gpu_model = model if isinstance(model, GpuModel) else find_model(model)
     state = build_state(gpu_model, count, mig_enabled, node_name, reset_policy, driver_version, cuda_version)
     target = os.fspath(path)
@@ -477,9 +480,10 @@ def reboot(path: str | os.PathLike[str]) -> None:
                 gpu["mig_current"] = gpu["mig_pending"] = False
 
 
-def install_driver(path: str | os.PathLike[str], version: str) -> str:
-    """A driver package installed on the node: NVML keeps reporting the loaded driver until the
-    next reboot loads this one. Returns the loaded version."""
+def install_driver(path: str | os.PathLike[str], version: str) -> str | None:
+    """A driver package installed on the node: NVML keeps reporting the loaded driver (or, on a node
+    that had none, cannot be opened) until the next reboot loads this one. Its nvidia-smi goes to
+    the node's /usr/bin (under the node's root, where the node has one). Returns the loaded version."""
     if not re.match(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$", version):
         raise ValueError(f"driver version {version!r} is not like 570.86.15")
     with transaction(path) as state:
@@ -487,7 +491,20 @@ def install_driver(path: str | os.PathLike[str], version: str) -> str:
             state.pop("installed_driver_version", None)
         else:
             state["installed_driver_version"] = version
+        root = (state.get("host") or {}).get("root")
+        if root:
+            install_driver_tools(root)
         return state["driver_version"]
+
+
+def install_driver_tools(root: str) -> None:
+    """The driver's commands on the node's PATH (<root>/usr/bin): the simulated nvidia-smi."""
+    bin_dir = os.path.join(root, "usr", "bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    target = os.path.join(bin_dir, "nvidia-smi")
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.write(f"#!/bin/sh\nexec {sys.executable} {os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bin', 'nvidia-smi')} \"$@\"\n")
+    os.chmod(target, 0o755)
 
 
 def set_mig_mode(path: str | os.PathLike[str], gpu: int | str, mode: int) -> int:

@@ -17,6 +17,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import node_plan as node_plans
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import resources
+from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import PYNVML_MISSING
 
 DEPLOY_LABEL_PREFIX = "nvidia.com/gpu.deploy."
 PAUSED = "paused-for-mig-change"
@@ -99,17 +100,27 @@ def driver_refusal(settings: Mapping[str, Any], node_name: str, reason: str) -> 
     return ""
 
 
+def library_refusal(node_name: str, reason: str, rehearsal: bool) -> str:
+    """Why a node whose Python lacks pynvml must not go on, '' in a rehearsal (which installs nothing)."""
+    if rehearsal or not reason.startswith(PYNVML_MISSING):
+        return ""
+    return ("Node %s: %s in the Python Ansible uses on it (ansible_python_interpreter). The node_prepare role, the "
+            "first play, installs the node's libraries (gpuops_node_prepare: true), or install requirements-node.txt "
+            "into that Python." % (node_name, reason))
+
+
 def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any], config_name: Optional[str] = None,
                       taint_key: str = "gpuops.io/mig-reconfigure", node_name: Optional[str] = None,
                       host: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
-                      reboot_pending: bool = False) -> Dict[str, Any]:
+                      reboot_pending: bool = False, rehearsal: bool = False) -> Dict[str, Any]:
     """What a rollout pass decides about a node, from its Node object and its node plan (mig_node_plan).
 
     ``node``: None when the cluster has no such node. ``config_name``: the config the node must
     record in its labels, None when none is set. ``refusal`` says why the node must not be changed
     ('' when nothing stands in the way): bad ``settings`` (see SETTING_RULES), a node missing from
     the cluster, a layout the MIG strategy cannot advertise, or a node without a driver that the run
-    would not install (see driver_refusal). ``reboot_pending``: the node waits for a reboot the rollout
+    would not install (see driver_refusal), or, but in a ``rehearsal`` (check mode), a node whose Python lacks
+    pynvml (see library_refusal). ``reboot_pending``: the node waits for a reboot the rollout
     is to do (a driver installed in this run); the change then reboots it. ``plan_after_driver``: the
     node's NVML could not be opened (no driver yet), so it is planned again once the driver is in place.
     ``skipped``: the node is labelled SKIP_LABEL=true and is left alone (see skipped_decision).
@@ -126,7 +137,7 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
             "; ".join(plan["expected"]["errors"]))
     missing = plan.get("nvml_unavailable") or ""
     if not refusal and missing:
-        refusal = driver_refusal(settings, node_name, missing)
+        refusal = library_refusal(node_name, missing, rehearsal) or driver_refusal(settings, node_name, missing)
     node = node or {}
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}

@@ -35,6 +35,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the node
     PYNVML_IMPORT_ERROR = _exc
 
 SIMULATOR_ENV = "GPUOPS_NVML_SIMULATOR"
+# Why NVML cannot be opened on a node whose Python lacks pynvml (mig_config's nvml_unavailable, which
+# the mig_node_decision filter tells apart from a missing driver).
+PYNVML_MISSING = "the Python library pynvml (PyPI nvidia-ml-py) is not installed"
 
 # NVML return codes (nvml.h) used below.
 ERROR_INVALID_ARGUMENT = 2
@@ -88,7 +91,7 @@ def install_simulator(path: str) -> None:
 def open_nvml(environ: Optional[Dict[str, str]] = None) -> "Nvml":
     """Initialise NVML (the simulator when GPUOPS_NVML_SIMULATOR names a state file)."""
     if not HAS_PYNVML:
-        raise NvmlUnavailable("the Python library pynvml (PyPI nvidia-ml-py) is not installed")
+        raise NvmlUnavailable(PYNVML_MISSING)
     env = os.environ if environ is None else environ
     simulator = env.get(SIMULATOR_ENV)
     if simulator:

@@ -417,7 +417,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import (
     SpecError, excerpt, load_spec_text, parse_devices_option, parse_spec, read_config_file,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import (
-    HAS_PYNVML, PYNVML_IMPORT_ERROR, NvmlCallError, NvmlUnavailable, open_nvml,
+    HAS_PYNVML, PYNVML_IMPORT_ERROR, PYNVML_MISSING, NvmlCallError, NvmlUnavailable, open_nvml,
 )
 
 
@@ -611,7 +611,7 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     if not HAS_PYNVML:
         if module.params["driver_missing"] == "report":
-            exit_unavailable(module, spec, "the Python library pynvml (PyPI nvidia-ml-py) is not installed")
+            exit_unavailable(module, spec, PYNVML_MISSING)
         module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=str(PYNVML_IMPORT_ERROR))
     try:
         nvml = open_nvml()

@@ -70,6 +70,14 @@ class SimCluster:
     def nvml(self, node: str) -> dict:
         return sim_nvml.show(self.cluster.state_path(node))
 
+    def nvml_state(self, node: str) -> dict:
+        """The node's state file as it is (driver versions included)."""
+        return sim_nvml.read_state(self.cluster.state_path(node))
+
+    def cluster_root(self, node: str) -> str:
+        """The node's root directory."""
+        return cluster_module.node_root(str(self.directory), node)
+
     def socket(self, node: str) -> str:
         """The node's kubelet PodResources socket."""
         return cluster_module.pod_resources_socket_for(str(self.directory))(node)

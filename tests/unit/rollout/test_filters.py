@@ -322,3 +322,17 @@ def test_a_node_with_a_driver_is_never_refused_for_the_driver_settings():
     settings = dict(GOOD_SETTINGS, gpu_stack="operator", gpu_operator_driver_enabled=False, nvidia_driver_install=False)
     decision = f.mig_node_decision(node_object(), plan, None, settings=settings)
     assert decision["refusal"] == "" and decision["plan_after_driver"] is False
+
+
+@pytest.mark.parametrize("rehearsal", [False, True])
+def test_a_node_whose_python_lacks_pynvml_is_refused_naming_node_prepare_but_in_a_rehearsal(rehearsal):
+    plan = dict(DRIVERLESS, nvml_unavailable="the Python library pynvml (PyPI nvidia-ml-py) is not installed")
+    decision = f.mig_node_decision(node_object(), plan, "all-1g.5gb", settings=GOOD_SETTINGS, rehearsal=rehearsal)
+    assert decision["plan_after_driver"] is True
+    if rehearsal:
+        assert decision["refusal"] == ""
+    else:
+        assert decision["refusal"].startswith("Node n1: the Python library pynvml (PyPI nvidia-ml-py) is not installed in the Python")
+        assert "node_prepare" in decision["refusal"]
+    # A missing driver is never refused for a library.
+    assert f.mig_node_decision(node_object(), DRIVERLESS, "all-1g.5gb", settings=GOOD_SETTINGS, rehearsal=rehearsal)["refusal"] == ""
