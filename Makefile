@@ -13,7 +13,7 @@ all: test
 
 # Create or reuse .venv; reinstall only when a requirements file or pyproject.toml changed.
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-node.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-node.txt requirements-mitogen.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=24'
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
