@@ -96,3 +96,16 @@ def test_under_mitogen_each_node_has_an_interpreter_of_its_own_and_become_to_its
         assert [hop["method"] for hop in stack] == ["local"], stack
         assert stack[0]["kwargs"]["remote_name"] == f"gpuops-sim-node:{name}"
         assert stack[0]["kwargs"]["python_path"] == [sys.executable]
+
+
+def test_under_mitogen_a_nodes_commands_run_from_its_own_interpreter(tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {name: {
+        "ansible_connection": "gpuops_sim_node", "ansible_python_interpreter": sys.executable} for name in ("node-a", "node-b")}}}))
+    # The command's parent is the process that ran the module: the node's Mitogen interpreter.
+    argv = [ANSIBLE, "all", "-i", str(inventory), "-m", "ansible.builtin.shell", "-a", "ps -o args= -p $PPID"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, cwd=str(tmp_path),
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", **mitogen_env()))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("node-a", "node-b"):
+        assert re.search(rf"^{name} \| CHANGED \| rc=0 >>\n.*\(mitogen:gpuops-sim-node:{name}\)", done.stdout, re.M), done.stdout
