@@ -112,6 +112,6 @@ class Connection(LocalConnection):
         # made here, per connection, from the strategy that runs the task.
         if mitogen_strategy_active():
             self.__class__ = mitogen_connection_class()
-            self.__class__.__init__(self, *args, **kwargs)
+            self.__class__.__init__(self, *args, **kwargs)  # pylint: disable=non-parent-init-called
             return
         super().__init__(*args, **kwargs)
