@@ -27,7 +27,8 @@ from typing import Any, Dict
 
 from bench.common import Options, rounded
 from bench.sim import (BenchError, Cluster, converge_by_construction, ping, playbook,
-                       record_boot_layout, require_success, requests_summary, strategies)
+                       record_boot_layout, require_success, requests_summary, strategies,
+                       strategy_does_not_fit)
 
 LAYOUT = "1g.5gb:7"
 CONFIG = "all-1g.5gb"
@@ -69,7 +70,8 @@ def run(options: Options) -> Dict[str, Any]:
     forks = 10
     extra_vars = {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": CONFIG, "mig_rollout_batch": "10%",
                   "mig_reconfigure_wait_timeout": 180}
-    measured = strategies()
+    left_out = {s: why for s in strategies() if (why := strategy_does_not_fit(s, nodes))}
+    measured = [s for s in strategies() if s not in left_out]
     cluster = Cluster.up(options.workdir / "noop_overhead", nodes=nodes, gpus=8, model="a100",
                          mig_layout=LAYOUT, plugin_delay=0.2)
     try:
@@ -119,6 +121,7 @@ def run(options: Options) -> Dict[str, Any]:
         "floor_ping": {"strategy": "linear", "wall_s": rounded(floor_wall, 1), "controller_cpu_s": rounded(floor_cpu, 1),
                        "runs_wall_s": [rounded(floor_before.wall_s, 1), rounded(floor_after.wall_s, 1)]},
         "by_strategy": by_strategy,
+        "strategies_not_run": left_out,
         "setup": "converged by construction (bench.sim.converge_by_construction): layout in place, the "
                  "collection's device plugin role deployed and switched on, config labels written",
         "setup_wall_s": rounded(converge.wall_s, 1),

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional
 
 from bench.common import Options, growth_exponent, rounded
 from bench.sim import (Cluster, converge_by_construction, node_states, nodes_advertising, playbook,
-                       record_boot_layout, strategies)
+                       record_boot_layout, strategies, strategy_does_not_fit)
 
 SIZES = (10, 100, 1000)
 QUICK_SIZES = (2, 4)
@@ -165,6 +165,9 @@ def run(options: Options) -> Dict[str, Any]:
 def plan_or_measure(options: Options, nodes: int, strategy: str, earlier: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Measure one size under one strategy, or say why not (``earlier``: the smaller sizes under it)."""
     remaining = options.remaining_s()
+    too_big = strategy_does_not_fit(strategy, nodes)
+    if too_big:
+        return {"nodes": nodes, "strategy": strategy, "finished": False, "not_run": True, "reason": too_big}
     if earlier and not earlier[-1].get("finished"):
         return {"nodes": nodes, "strategy": strategy, "finished": False, "not_run": True,
                 "reason": f"the {earlier[-1]['nodes']}-node size did not finish"}

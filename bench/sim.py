@@ -309,6 +309,30 @@ def ping(cluster: Cluster, forks: int, pattern: str = "gpu_nodes", strategy: str
     return run_ansible(command, cluster.directory / "ansible.log", env=strategy_env(strategy))
 
 
+# Under a Mitogen strategy every simulated node has two interpreters on the controller (its own and
+# Mitogen's fork parent beside it): 33 MB resident each on average, 38 MB at most, measured.
+MITOGEN_BYTES_PER_NODE = 2 * 40 * 2**20
+
+
+def memory_available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def strategy_does_not_fit(strategy: str, nodes: int) -> Optional[str]:
+    """Why ``nodes`` simulated nodes cannot run under ``strategy`` on this machine, or None: under
+    Mitogen their interpreters must fit in four fifths of the memory available now."""
+    if not strategy.startswith("mitogen"):
+        return None
+    needed, available = nodes * MITOGEN_BYTES_PER_NODE, memory_available_bytes()
+    if needed <= 0.8 * available:
+        return None
+    return (f"{nodes} simulated nodes under {strategy} need about {needed / 2**30:.0f} GiB for their interpreters "
+            f"on this machine (on a real fleet they run on the nodes); {available / 2**30:.0f} GiB available")
+
+
 def strategies() -> List[str]:
     """The strategies measured side by side: Ansible's default, and Mitogen's where it is installed
     (requirements-mitogen.txt, which `make venv` installs)."""

@@ -72,3 +72,13 @@ def test_the_report_shows_each_strategy_side_by_side() -> None:
     assert "linear: – (one size) (largest finished: 10 nodes, 60.0 s, 2.5 CPU s per node)" in text
     assert "mitogen_linear: – (one size) (largest finished: 10 nodes, 40.0 s, 1.0 CPU s per node)" in text
     assert "| by_strategy.linear.task_rounds.fewest_node_tasks | 9 tasks |" in text
+
+
+def test_a_fleet_whose_mitogen_interpreters_do_not_fit_is_not_run_under_mitogen(monkeypatch) -> None:
+    import bench.sim  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(bench.sim, "memory_available_bytes", lambda: 24 * 2**30)
+    assert bench.sim.strategy_does_not_fit("linear", 1000) is None
+    assert bench.sim.strategy_does_not_fit("mitogen_linear", 100) is None
+    why = bench.sim.strategy_does_not_fit("mitogen_linear", 1000)
+    assert why and "1000 simulated nodes under mitogen_linear need about 78 GiB" in why
