@@ -7,23 +7,32 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: all venv test pytest sanity lint changelog-lint molecule demo bench acceptance clean
+.PHONY: all venv test pytest pytest-mitogen sanity lint changelog-lint molecule demo bench acceptance clean
 
 all: test
 
 # Create or reuse .venv; reinstall only when a requirements file or pyproject.toml changed.
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-node.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-node.txt requirements-mitogen.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=24'
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-test: venv pytest sanity lint changelog-lint molecule
+test: venv pytest pytest-mitogen sanity lint changelog-lint molecule
 
 pytest: venv
 	$(BIN)/python -m pytest -n 2 -m "not fleet" $(PYTEST_ARGS)
+
+# The rollout's end-to-end tests again under Mitogen's mitogen_linear strategy (docs/scale.md), a
+# selection to hold CI's budget (about 2 to 3 minutes on 2 cores): check mode and API faults, a failed
+# node's rescue (delegate_to and run_once throughout). All of them: GPUOPS_ANSIBLE_STRATEGY=mitogen_linear
+# pytest tests/integration/rollout.
+MITOGEN_TESTS := tests/integration/rollout/test_rollout.py::test_check_mode_rerun_api_faults_and_strategy_switch \
+	tests/integration/rollout/test_rollout.py::test_pdb_that_never_allows_eviction_leaves_the_node_failed_and_tainted
+pytest-mitogen: venv
+	GPUOPS_ANSIBLE_STRATEGY=mitogen_linear $(BIN)/python -m pytest -n 2 $(MITOGEN_TESTS) $(PYTEST_ARGS)
 
 # The 20-node x 8-GPU rolling reconfigure on the simulated cluster (about 12 minutes on 2 cores;
 # kept out of `make test` to hold CI to its time budget).

@@ -38,6 +38,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "within it, and says so (default %(default)s; 0: no budget)")
     parser.add_argument("--sizes", type=lambda text: tuple(int(n) for n in text.split(",")),
                         help="rollout_scaling fleet sizes, comma separated (default 10,100,1000; quick 2,4)")
+    parser.add_argument("--noop-nodes", type=int, default=None,
+                        help="noop_overhead fleet size (default 100; quick 4)")
     return parser.parse_args(list(argv))
 
 
@@ -62,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-", dir=scratch_parent))
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget_s if args.budget_s > 0 else None
-    options = Options(quick=args.quick, workdir=workdir, out=args.out, deadline=deadline, sizes=args.sizes)
+    options = Options(quick=args.quick, workdir=workdir, out=args.out, deadline=deadline, sizes=args.sizes,
+                      noop_nodes=args.noop_nodes)
 
     from bench.common import write_results  # pylint: disable=import-outside-toplevel
 

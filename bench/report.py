@@ -19,7 +19,13 @@ def _get(figure: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _headline_noop(f: Mapping[str, Any]) -> Tuple[str, str, str]:
-    return ("no-op re-run ÷ `ansible -m ping` floor", f"{_get(f, 'ratio')}", "≤ 3")
+    by_strategy = f.get("by_strategy") or {}
+    if not by_strategy:
+        return ("no-op re-run ÷ `ansible -m ping` floor", f"{_get(f, 'ratio')}", "≤ 3")
+    parts = [f"{name} {_get(one, 'ratio')} ({_get(one, 'task_rounds.per_node')} task rounds per node)"
+             for name, one in by_strategy.items()]
+    return (f"no-op re-run ÷ default-strategy `ansible -m ping` floor, {f.get('nodes')} nodes",
+            ", ".join(parts), str(f.get("target", "")).replace("<=", "≤"))
 
 
 def _headline_pods(f: Mapping[str, Any]) -> Tuple[str, str, str]:
@@ -28,13 +34,17 @@ def _headline_pods(f: Mapping[str, Any]) -> Tuple[str, str, str]:
 
 
 def _headline_rollout(f: Mapping[str, Any]) -> Tuple[str, str, str]:
-    finished = [s for s in f.get("sizes") or [] if s.get("finished")]
-    largest = finished[-1] if finished else {}
-    exponent = _get(f, "growth_exponent_wall")
-    return ("rollout wall-time growth exponent (nodes)",
-            f"{'– (one size)' if exponent is None else exponent} (largest finished: {largest.get('nodes', 'none')} nodes, "
-            f"{largest.get('wall_s', '-')} s)",
-            "≤ 1, 1,000 nodes finish")
+    exponents = _get(f, "growth_exponent_wall")
+    if not isinstance(exponents, Mapping):  # results from before the strategies were compared
+        exponents = {"linear": exponents}
+    parts = []
+    for strategy, exponent in exponents.items():
+        finished = [s for s in f.get("sizes") or [] if s.get("finished") and s.get("strategy", "linear") == strategy]
+        largest = finished[-1] if finished else {}
+        parts.append(f"{strategy}: {'– (one size)' if exponent is None else exponent} (largest finished: "
+                     f"{largest.get('nodes', 'none')} nodes, {largest.get('wall_s', '-')} s, "
+                     f"{largest.get('controller_cpu_per_node_s', '-')} CPU s per node)")
+    return ("rollout wall-time growth exponent (nodes)", "; ".join(parts), "≤ 1, 1,000 nodes finish")
 
 
 def _headline_plan(f: Mapping[str, Any]) -> Tuple[str, str, str]:
@@ -108,6 +118,8 @@ def render(document: Mapping[str, Any]) -> str:
             lines += [str(note) for note in figure["notes"]] + [""]
         lines += ["| key | value |", "|---|---|"]
         for key, value in _flatten("", {k: v for k, v in figure.items() if k not in ("sizes", "notes", "traceback")}):
+            if key.endswith("fewest_node_tasks"):
+                value = f"{len(value)} tasks" if isinstance(value, list) else value
             lines.append(f"| {key} | {_cell(value)} |")
         if figure.get("sizes"):
             lines += [""] + _size_table(figure["sizes"])

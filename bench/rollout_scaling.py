@@ -14,7 +14,9 @@ the real plugin does after a restart, so the wait step has something to wait for
 
 Per size: wall time, controller CPU (ansible-playbook and all it started) per node, the
 simulator's CPU and its share, and how many nodes reached nvidia.com/mig.config.state=success.
-Across sizes: the growth exponent of wall time and of controller CPU (1 = linear).
+Across sizes: the growth exponent of wall time and of controller CPU (1 = linear). Each size runs
+under each strategy in turn (Ansible's default, linear, and Mitogen's mitogen_linear where Mitogen
+is installed), each on a fleet of its own, so the strategies are compared in the same run.
 
 The baseline is the seed-001 procedure's floor: its fixed `sleep 60` once per node. In batches
 of 10 % that is 60 s per batch (10 batches: 600 s whatever the size); node by node, as its guide
@@ -40,7 +42,7 @@ from typing import Any, Dict, List, Optional
 
 from bench.common import Options, growth_exponent, rounded
 from bench.sim import (Cluster, converge_by_construction, node_states, nodes_advertising, playbook,
-                       record_boot_layout)
+                       record_boot_layout, strategies, strategy_does_not_fit)
 
 SIZES = (10, 100, 1000)
 QUICK_SIZES = (2, 4)
@@ -82,8 +84,8 @@ def batches(nodes: int, percent: float = 10.0) -> int:
     return math.ceil(nodes / size)
 
 
-def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str, Any]:
-    cluster = Cluster.up(options.workdir / f"rollout_{nodes}", nodes=nodes, gpus=8, model="a100",
+def measure(options: Options, nodes: int, budget_s: Optional[float], strategy: str = "linear") -> Dict[str, Any]:
+    cluster = Cluster.up(options.workdir / f"rollout_{nodes}_{strategy}", nodes=nodes, gpus=8, model="a100",
                          mig_layout=START_LAYOUT, plugin_delay=PLUGIN_DELAY_S)
     try:
         common = {"k8s_gpu_mig_strategy": "mixed", "mig_rollout_batch": BATCH, "mig_reconfigure_wait_timeout": 180}
@@ -93,7 +95,7 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
         left = None if budget_s is None else max(budget_s - setup_wall_s, 30.0)
         sim_cpu = cluster.cpu_seconds()
         run = playbook(cluster, "mig-reconfigure.yml", dict(common, mig_config_name=TARGET_CONFIG),
-                       forks=FORKS, timeout=left)
+                       forks=FORKS, timeout=left, strategy=strategy)
         sim_cpu = cluster.cpu_seconds() - sim_cpu
         states = node_states(cluster, TARGET_CONFIG)
         moved = nodes_advertising(cluster, TARGET_RESOURCE, TARGET_COUNT)
@@ -103,6 +105,7 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
     finished = run.rc == 0 and succeeded == nodes and moved == nodes
     result = {
         "nodes": nodes,
+        "strategy": strategy,
         "finished": finished,
         "setup_wall_s": rounded(setup_wall_s, 1),
         "nodes_advertising_new_layout": moved,
@@ -112,6 +115,7 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
         "wall_per_node_s": rounded(run.wall_s / nodes, 3),
         "controller_cpu_s": rounded(run.cpu_s, 1),
         "controller_cpu_per_node_s": rounded(run.cpu_s / nodes, 3),
+        "task_rounds_per_node": run.task_rounds(cluster.nodes)["per_node"],
         "module_runs_per_node": run.module_runs(cluster.nodes)["per_node"],
         "module_runs": module_run_parts(run.module_runs_by_action(), nodes),
         "simulator_cpu_s": rounded(sim_cpu, 1),
@@ -128,37 +132,50 @@ def measure(options: Options, nodes: int, budget_s: Optional[float]) -> Dict[str
 def run(options: Options) -> Dict[str, Any]:
     started = time.perf_counter()
     sizes = options.sizes or (QUICK_SIZES if options.quick else SIZES)
+    measured_strategies = strategies()
     results: List[Dict[str, Any]] = []
     for nodes in sizes:
-        remaining = options.remaining_s()
-        projected = None
-        if results and not results[-1].get("finished"):
-            results.append({"nodes": nodes, "finished": False, "not_run": True,
-                            "reason": f"the {results[-1]['nodes']}-node size did not finish"})
-            continue
-        if results and results[-1]["finished"]:
-            projected = project_wall_s(results[-1], nodes)
-        if projected is not None and projected + MARGIN_S > remaining:
-            results.append({"nodes": nodes, "finished": False, "not_run": True,
-                            "projected_wall_s": rounded(projected, 0),
-                            "reason": f"projected {projected:.0f} s (controller CPU per module run at {results[-1]['nodes']} "
-                                      f"nodes, over {CORES} cores) > {max(remaining, 0):.0f} s left of the run's budget"})
-            continue
-        budget = None if remaining == float("inf") else max(remaining - MARGIN_S, 60.0)
-        results.append(measure(options, nodes, budget))
+        # Each size under each strategy in turn, on a fleet of its own (a rollout changes the fleet).
+        for strategy in measured_strategies:
+            results.append(plan_or_measure(options, nodes, strategy,
+                                           [r for r in results if r["strategy"] == strategy]))
 
-    measured = [r for r in results if r.get("finished")]
-    largest = measured[-1] if measured else None
+    growth_wall, growth_cpu, largest = {}, {}, {}
+    for strategy in measured_strategies:
+        finished = [r for r in results if r["strategy"] == strategy and r.get("finished")]
+        growth_wall[strategy] = rounded(growth_exponent([r["nodes"] for r in finished], [r["wall_s"] for r in finished]), 2)
+        growth_cpu[strategy] = rounded(
+            growth_exponent([r["nodes"] for r in finished], [r["controller_cpu_s"] for r in finished]), 2)
+        largest[strategy] = finished[-1]["nodes"] if finished else 0
     return {
         "figure": "rollout_scaling",
-        "unit": "rolling reconfigure, 8 GPUs per node, batch 10 %, forks 10",
+        "unit": "rolling reconfigure, 8 GPUs per node, batch 10 %, forks 10, under each strategy",
         "change": "7 x 1g.5gb -> all-2g.10gb on every GPU (A100-SXM4-40GB, mixed strategy)",
         "plugin_delay_s": PLUGIN_DELAY_S,
+        "strategies": measured_strategies,
         "sizes": results,
-        "growth_exponent_wall": rounded(growth_exponent([r["nodes"] for r in measured], [r["wall_s"] for r in measured]), 2),
-        "growth_exponent_controller_cpu": rounded(
-            growth_exponent([r["nodes"] for r in measured], [r["controller_cpu_s"] for r in measured]), 2),
-        "largest_finished": largest["nodes"] if largest else 0,
+        "growth_exponent_wall": growth_wall,
+        "growth_exponent_controller_cpu": growth_cpu,
+        "largest_finished": largest,
         "target": "growth exponent <= 1 (linear or better), 1,000 nodes finishing",
         "wall_s": rounded(time.perf_counter() - started, 1),
     }
+
+
+def plan_or_measure(options: Options, nodes: int, strategy: str, earlier: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Measure one size under one strategy, or say why not (``earlier``: the smaller sizes under it)."""
+    remaining = options.remaining_s()
+    too_big = strategy_does_not_fit(strategy, nodes)
+    if too_big:
+        return {"nodes": nodes, "strategy": strategy, "finished": False, "not_run": True, "reason": too_big}
+    if earlier and not earlier[-1].get("finished"):
+        return {"nodes": nodes, "strategy": strategy, "finished": False, "not_run": True,
+                "reason": f"the {earlier[-1]['nodes']}-node size did not finish"}
+    projected = project_wall_s(earlier[-1], nodes) if earlier else None
+    if projected is not None and projected + MARGIN_S > remaining:
+        return {"nodes": nodes, "strategy": strategy, "finished": False, "not_run": True,
+                "projected_wall_s": rounded(projected, 0),
+                "reason": f"projected {projected:.0f} s (controller CPU per module run at {earlier[-1]['nodes']} "
+                          f"nodes, over {CORES} cores) > {max(remaining, 0):.0f} s left of the run's budget"}
+    budget = None if remaining == float("inf") else max(remaining - MARGIN_S, 60.0)
+    return measure(options, nodes, budget, strategy)

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from bench.common import BIN, PYTHON, ROOT, Stopwatch, process_cpu_seconds
+from gpuops_sim.ansible_plugins import STRATEGIES, mitogen_strategy_plugins, strategy_env
 
 CALLBACKS = ROOT / "bench" / "callback_plugins"
 SETUP_PLAYBOOK = ROOT / "bench" / "playbooks" / "install_device_plugin.yml"
@@ -184,6 +185,22 @@ class AnsibleRun:
             "first_node_by_action": dict(sorted(sample.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
+    def task_rounds(self, hosts: Sequence[str]) -> Dict[str, Any]:
+        """Task rounds per host (tasks that reached the host: ran, skipped or failed there; each one
+        costs Ansible's per-host, per-task overhead): mean, least and most over ``hosts``, and the
+        rounds of the host that had the fewest, the typical node of a no-op run."""
+        rounds = self.counts.get("rounds", {})
+        per_host = {h: len(rounds.get(h, [])) for h in hosts}
+        if not per_host:
+            return {"per_node": None}
+        fewest = min(per_host, key=lambda h: (per_host[h], h))
+        return {
+            "per_node": round(sum(per_host.values()) / len(per_host), 2),
+            "min": per_host[fewest],
+            "max": max(per_host.values()),
+            "fewest_node_tasks": rounds.get(fewest, []),
+        }
+
     def slowest_tasks(self, count: int = 10) -> Dict[str, float]:
         """The tasks that took longest (play: task -> seconds, all hosts and passes together)."""
         walls = self.counts.get("task_wall_s", {})
@@ -271,8 +288,11 @@ def run_ansible(command: List[str], log: Path, counts_file: Optional[Path] = Non
 
 
 def playbook(cluster: Cluster, name: str, extra_vars: Dict[str, Any], forks: int = 10, limit: Optional[str] = None,
-             timeout: Optional[float] = None, count: bool = True, env: Optional[Dict[str, str]] = None) -> AnsibleRun:
-    """Run one of the collection's playbooks (``name`` under playbooks/, or a path) on the cluster."""
+             timeout: Optional[float] = None, count: bool = True, env: Optional[Dict[str, str]] = None,
+             strategy: str = "linear") -> AnsibleRun:
+    """Run one of the collection's playbooks (``name`` under playbooks/, or a path) on the cluster,
+    under ``strategy`` (``linear``, Ansible's default, or ``mitogen_linear``)."""
+    env = dict(strategy_env(strategy), **(env or {}))
     vars_file = cluster.directory / f"bench-vars-{time.monotonic_ns()}.yml"
     vars_file.write_text(yaml.safe_dump(extra_vars))
     path = Path(name) if Path(name).is_absolute() else ROOT / "playbooks" / name
@@ -284,9 +304,43 @@ def playbook(cluster: Cluster, name: str, extra_vars: Dict[str, Any], forks: int
     return run_ansible(command, cluster.directory / "ansible.log", counts_file, timeout, env)
 
 
-def ping(cluster: Cluster, forks: int, pattern: str = "gpu_nodes") -> AnsibleRun:
+def ping(cluster: Cluster, forks: int, pattern: str = "gpu_nodes", strategy: str = "linear") -> AnsibleRun:
     command = [str(BIN / "ansible"), pattern, "-i", str(cluster.inventory), "-m", "ansible.builtin.ping", "-f", str(forks)]
-    return run_ansible(command, cluster.directory / "ansible.log")
+    return run_ansible(command, cluster.directory / "ansible.log", env=strategy_env(strategy))
+
+
+# Under a Mitogen strategy every simulated node has two interpreters on the controller (its own and
+# Mitogen's fork parent beside it): 33 MB resident each on average, 38 MB at most, measured.
+MITOGEN_BYTES_PER_NODE = 2 * 40 * 2**20
+
+
+def memory_available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def strategy_does_not_fit(strategy: str, nodes: int) -> Optional[str]:
+    """Why ``nodes`` simulated nodes cannot run under ``strategy`` on this machine, or None: under
+    Mitogen their interpreters must fit in four fifths of the memory available now."""
+    if not strategy.startswith("mitogen"):
+        return None
+    needed, available = nodes * MITOGEN_BYTES_PER_NODE, memory_available_bytes()
+    if needed <= 0.8 * available:
+        return None
+    return (f"{nodes} simulated nodes under {strategy} need about {needed / 2**30:.0f} GiB for their interpreters "
+            f"on this machine (on a real fleet they run on the nodes); {available / 2**30:.0f} GiB available")
+
+
+def strategies() -> List[str]:
+    """The strategies measured side by side: Ansible's default, and Mitogen's where it is installed
+    (requirements-mitogen.txt, which `make venv` installs)."""
+    try:
+        mitogen_strategy_plugins()
+    except ImportError:
+        return ["linear"]
+    return list(STRATEGIES)
 
 
 def require_success(run: AnsibleRun, what: str) -> None:

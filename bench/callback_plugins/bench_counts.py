@@ -48,6 +48,9 @@ class CallbackModule(CallbackBase):
         self.modules = defaultdict(Counter)       # host -> action -> module runs
         self.controller = defaultdict(Counter)    # host -> action -> controller-only results
         self.skipped = Counter()
+        # Task rounds: every task that reached a host (ran, was skipped or failed there), whatever
+        # it did; each one costs Ansible its per-host, per-task overhead. host -> "play: task" list.
+        self.rounds = defaultdict(list)
         self.changed = Counter()
         self.failed = Counter()
         # A task's time runs from its start to the next task's start (or the end): that includes
@@ -73,8 +76,14 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_handler_task_start(self, task):
         self._open_task(task)
 
+    def _round(self, result):
+        play = result._task.get_play() if hasattr(result._task, "get_play") else None
+        self.rounds[result._host.get_name()].append(
+            "{0}: {1}".format(play.get_name() if play else "", result._task.get_name()))
+
     def _record(self, result, failed=False):
         host = result._host.get_name()
+        self._round(result)
         action = short_action(result._task.action)
         target = self.controller if action in CONTROLLER_ONLY else self.modules
         # A loop runs the action once per item; the task's result carries them all.
@@ -93,6 +102,10 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_skipped(self, result):
         self.skipped[result._host.get_name()] += 1
+        self._round(result)
+
+    def v2_runner_on_unreachable(self, result):
+        self._round(result)
 
     def v2_playbook_on_stats(self, stats):
         self._close_task()
@@ -103,6 +116,7 @@ class CallbackModule(CallbackBase):
             "modules": {host: dict(counts) for host, counts in self.modules.items()},
             "controller": {host: dict(counts) for host, counts in self.controller.items()},
             "skipped": dict(self.skipped),
+            "rounds": dict(self.rounds),
             "changed": dict(self.changed),
             "failed": dict(self.failed),
             "task_wall_s": dict(self.task_wall),

@@ -1,7 +1,12 @@
 # Copyright: gpuops.nvidia contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A simulated cluster per test, and ansible-playbook runs of the collection's playbooks on it."""
+"""A simulated cluster per test, and ansible-playbook runs of the collection's playbooks on it.
+
+The playbooks run under the strategy GPUOPS_ANSIBLE_STRATEGY names: ``linear`` (Ansible's default,
+when unset) or ``mitogen_linear`` (Mitogen for Ansible, requirements-mitogen.txt; docs/scale.md).
+`make test` runs a selection of these tests under both.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +32,26 @@ except ImportError:  # pragma: no cover - while the emulator is missing
     pytest.skip("the API emulator gpuops_sim.k8s.Emulator is not available", allow_module_level=True)
 
 from gpuops_sim import nvml as sim_nvml  # noqa: E402
+from gpuops_sim.ansible_plugins import STRATEGIES, strategy_env  # noqa: E402
 from gpuops_sim.k8s.agents import AgentSettings  # noqa: E402
 from gpuops_sim.k8s.cluster import Cluster, ClusterOptions, parse_pool  # noqa: E402
 from gpuops_sim.k8s.workload import WorkloadSpec  # noqa: E402
+
+
+ANSIBLE_STRATEGY = os.environ.get("GPUOPS_ANSIBLE_STRATEGY") or "linear"
+if ANSIBLE_STRATEGY not in STRATEGIES:
+    raise pytest.UsageError(f"GPUOPS_ANSIBLE_STRATEGY={ANSIBLE_STRATEGY!r}: one of {', '.join(STRATEGIES)}")
+
+
+def ansible_env() -> dict[str, str]:
+    """The environment of every ansible-playbook run of these tests: the clone's ansible.cfg and
+    the strategy GPUOPS_ANSIBLE_STRATEGY names."""
+    return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
+                ANSIBLE_DEPRECATION_WARNINGS="0", **strategy_env(ANSIBLE_STRATEGY))
+
+
+def pytest_report_header(config):  # pylint: disable=unused-argument
+    return f"ansible strategy of the rollout tests: {ANSIBLE_STRATEGY} (GPUOPS_ANSIBLE_STRATEGY)"
 
 
 @dataclass
@@ -56,6 +78,9 @@ class SimCluster:
         self.directory = directory
         self.cluster = cluster
         self.store = cluster.emulator.store
+
+    # The environment of its ansible-playbook runs (for a test that starts one itself).
+    ansible_env = staticmethod(ansible_env)
 
     @property
     def nodes(self) -> list[str]:
@@ -115,9 +140,7 @@ class SimCluster:
     def playbook(self, name: str, *extra: str, check: bool = True, timeout: int = 900) -> Run:
         command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(self.directory / "inventory.yml"),
                    str(PLAYBOOKS / name), *extra]
-        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
-                   ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
-        completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        completed = subprocess.run(command, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout, check=False)
         run = Run(completed.returncode, completed.stdout + completed.stderr)
         (self.directory / "ansible.log").open("a").write(run.output)
         if check and run.rc != 0:

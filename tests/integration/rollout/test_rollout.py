@@ -382,8 +382,7 @@ def test_controller_killed_mid_rollout_and_rerun_converges(small):
     root = Path(__file__).resolve().parents[3]
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(small.directory / "inventory.yml"),
                str(root / "playbooks" / "mig-reconfigure.yml"), *small.common, "-e", "mig_config_name=all-3g.20gb"]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=root, env=small.ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 300
     try:

@@ -3,11 +3,14 @@ ansible.builtin.reboot reboots through it with the node's own commands instead o
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -56,3 +59,53 @@ def test_the_clone_ansible_cfg_finds_the_plugin():
     assert "connection_plugins = ./gpuops_sim/ansible_plugins/connection" in cfg
     from gpuops_sim.ansible_plugins.connection.gpuops_sim_node import Connection  # pylint: disable=import-outside-toplevel
     assert Connection.transport == "gpuops_sim_node"
+
+
+def mitogen_env() -> dict:
+    pytest.importorskip("ansible_mitogen", reason="Mitogen for Ansible (requirements-mitogen.txt) is not installed")
+    from gpuops_sim.ansible_plugins import strategy_env  # pylint: disable=import-outside-toplevel
+    plugins = os.path.join(REPO, "gpuops_sim", "ansible_plugins", "connection")
+    return dict(strategy_env("mitogen_linear"), ANSIBLE_CONNECTION_PLUGINS=plugins)
+
+
+def test_reboot_goes_through_the_simulated_node_connection_under_mitogen(tmp_path):
+    rc, result = run_reboot(tmp_path, "gpuops_sim_node", mitogen_env())
+    assert rc == 0, result["output"]
+    assert result["rebooted"] is True and result["changed"] is True
+    assert result["boot_id"] == "2"
+
+
+def test_under_mitogen_each_node_has_an_interpreter_of_its_own_and_become_to_its_login_is_no_sudo(tmp_path):
+    """Mitogen's own local connection would share one interpreter among all hosts with the same
+    Python; a simulated node is a host of its own. Its login is the controller's user, so become
+    (root, here the login) adds no sudo step: the stack is the node's interpreter alone."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {name: {
+        "ansible_connection": "gpuops_sim_node", "ansible_python_interpreter": sys.executable,
+        "ansible_become_user": getpass.getuser()} for name in ("node-a", "node-b")}}}))
+    # mitogen_get_stack: Mitogen's own action plugin, which returns the connection stack a task would use.
+    argv = [ANSIBLE, "all", "-i", str(inventory), "-b", "-m", "mitogen_get_stack"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, cwd=str(tmp_path),
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json", **mitogen_env()))
+    assert done.returncode == 0, done.stdout + done.stderr
+    stacks = {}
+    for heading in re.finditer(r"^(\S+) \| \w+ => ", done.stdout, re.M):
+        stacks[heading.group(1)] = json.JSONDecoder().raw_decode(done.stdout, heading.end())[0]["result"]
+    assert set(stacks) == {"node-a", "node-b"}, done.stdout
+    for name, stack in stacks.items():
+        assert [hop["method"] for hop in stack] == ["local"], stack
+        assert stack[0]["kwargs"]["remote_name"] == f"gpuops-sim-node:{name}"
+        assert stack[0]["kwargs"]["python_path"] == [sys.executable]
+
+
+def test_under_mitogen_a_nodes_commands_run_from_its_own_interpreter(tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {name: {
+        "ansible_connection": "gpuops_sim_node", "ansible_python_interpreter": sys.executable} for name in ("node-a", "node-b")}}}))
+    # The command's parent is the process that ran the module: the node's Mitogen interpreter.
+    argv = [ANSIBLE, "all", "-i", str(inventory), "-m", "ansible.builtin.shell", "-a", "ps -o args= -p $PPID"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, cwd=str(tmp_path),
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", **mitogen_env()))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("node-a", "node-b"):
+        assert re.search(rf"^{name} \| CHANGED \| rc=0 >>\n.*\(mitogen:gpuops-sim-node:{name}\)", done.stdout, re.M), done.stdout

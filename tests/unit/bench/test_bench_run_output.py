@@ -45,3 +45,40 @@ def test_a_failed_run_without_a_failed_task_reports_the_end_of_its_output() -> N
 
 def test_a_successful_run_has_no_failures() -> None:
     assert not AnsibleRun(rc=0, output=OUTPUT.split("fatal", maxsplit=1)[0], wall_s=1.0, cpu_s=1.0).failures()
+
+
+def test_task_rounds_count_every_task_that_reached_a_host() -> None:
+    rounds = {"node-1": ["prepare: check", "prepare: look", "validate: read"], "node-2": ["validate: read"]}
+    run = AnsibleRun(rc=0, output="", wall_s=1.0, cpu_s=1.0, counts={"rounds": rounds})
+    counted = run.task_rounds(["node-1", "node-2", "node-3"])
+    assert counted["per_node"] == round(4 / 3, 2)
+    assert (counted["min"], counted["max"]) == (0, 3)
+    assert counted["fewest_node_tasks"] == []
+
+
+def test_the_report_shows_each_strategy_side_by_side() -> None:
+    from bench.report import render  # pylint: disable=import-outside-toplevel
+
+    document = {"generated": "now", "environment": {"cpus": 2, "python": "3.11"}, "total_wall_s": 1, "figures": [
+        {"figure": "noop_overhead", "nodes": 20, "ratio": 1.4, "target": "<= 1.5 (any strategy)", "by_strategy": {
+            "linear": {"ratio": 2.5, "task_rounds": {"per_node": 9.0, "fewest_node_tasks": ["a: b"] * 9}},
+            "mitogen_linear": {"ratio": 1.4, "task_rounds": {"per_node": 9.0}}}},
+        {"figure": "rollout_scaling", "growth_exponent_wall": {"linear": None, "mitogen_linear": None}, "sizes": [
+            {"nodes": 10, "strategy": "linear", "finished": True, "wall_s": 60.0, "controller_cpu_per_node_s": 2.5},
+            {"nodes": 10, "strategy": "mitogen_linear", "finished": True, "wall_s": 40.0, "controller_cpu_per_node_s": 1.0}]},
+    ]}
+    text = render(document)
+    assert "linear 2.5 (9.0 task rounds per node), mitogen_linear 1.4 (9.0 task rounds per node)" in text
+    assert "linear: – (one size) (largest finished: 10 nodes, 60.0 s, 2.5 CPU s per node)" in text
+    assert "mitogen_linear: – (one size) (largest finished: 10 nodes, 40.0 s, 1.0 CPU s per node)" in text
+    assert "| by_strategy.linear.task_rounds.fewest_node_tasks | 9 tasks |" in text
+
+
+def test_a_fleet_whose_mitogen_interpreters_do_not_fit_is_not_run_under_mitogen(monkeypatch) -> None:
+    import bench.sim  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(bench.sim, "memory_available_bytes", lambda: 24 * 2**30)
+    assert bench.sim.strategy_does_not_fit("linear", 1000) is None
+    assert bench.sim.strategy_does_not_fit("mitogen_linear", 100) is None
+    why = bench.sim.strategy_does_not_fit("mitogen_linear", 1000)
+    assert why and "1000 simulated nodes under mitogen_linear need about 78 GiB" in why
