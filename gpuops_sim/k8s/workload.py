@@ -118,8 +118,8 @@ def gfd_daemonset(namespace: str = GPU_OPERATOR_NAMESPACE, strategy: str | None 
     # GFD hands its labels to NFD through its node's feature directory, as NVIDIA's chart mounts it.
     spec = ds["spec"]["template"]["spec"]
     container.setdefault("volumeMounts", []).append({"name": "output-dir", "mountPath": NFD_FEATURES_DIR})
-    spec.setdefault("volumes", []).append({"name": "output-dir", "hostPath": {"path": NFD_FEATURES_DIR,
-                                                                             "type": "DirectoryOrCreate"}})
+    output_dir = {"name": "output-dir", "hostPath": {"path": NFD_FEATURES_DIR, "type": "DirectoryOrCreate"}}
+    spec.setdefault("volumes", []).append(output_dir)
     return ds
 
 

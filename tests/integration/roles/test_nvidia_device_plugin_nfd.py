@@ -140,7 +140,7 @@ def nfd_objects(kubeconfig: Path, out: Path) -> dict[str, Any]:
     for kind, api_version in reads:
         tasks.append({"name": "Read %s" % kind, "register": "read_%s" % kind.lower(),
                       "kubernetes.core.k8s_info": {"kubeconfig": str(kubeconfig), "kind": kind, "api_version": api_version}})
-    found = "{" + ", ".join("'%s': read_%s.resources" % (kind, kind.lower()) for kind, _ in reads) + "}"
+    found = "{" + ", ".join("'%s': read_%s.resources" % (kind, kind.lower()) for kind, _api_version in reads) + "}"
     return {"name": "read", "hosts": "localhost", "gather_facts": False, "tasks": tasks + [dump_task(out, found)]}
 
 

@@ -116,6 +116,7 @@ def test_an_nfd_the_cluster_has_is_left_alone(sim_cluster):
     cluster = sim_cluster(["a100:1:A100-40GB:1"])
     (node,) = cluster.nodes
     cluster.cluster.install_nfd()
+
     def nfd_objects():
         """Each NFD object's spec and data (status is written by the daemons themselves)."""
         return {(kind, o["metadata"]["name"]): (o.get("spec"), o.get("data"), o["metadata"].get("labels"))
