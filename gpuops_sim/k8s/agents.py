@@ -26,7 +26,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
+from gpuops_sim.k8s import agents_nfd as nfd
 from gpuops_sim.k8s import agents_nvidia as nv
+from gpuops_sim.k8s.agents_nfd_daemons import NodeFeatureDiscoveryAgents
 from gpuops_sim.k8s.agents_placement import (daemon_pod_fits, matches_node, node_ready, pod_requests,
                                              schedule_blockers, _match_expression)
 
@@ -259,7 +261,7 @@ class NodeState:
     allocated: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # device id → pod key
     requested: dict[str, int] = dataclasses.field(default_factory=dict)  # by bound, non-terminal pods
     pods: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # bound, non-terminal pods
-    gfd_owned: set[str] | None = None
+    gfd_published: tuple[dict[str, str], str] | None = None  # GFD's last labels and their timestamp
     # What the PodResources API lists: pod key → [(container, resource, device ids)]. Replaced, never
     # changed in place, so that gRPC's threads read a consistent snapshot.
     pod_devices: dict[tuple[str, str], tuple[tuple[str, str, tuple[str, ...]], ...]] = dataclasses.field(default_factory=dict)
@@ -280,20 +282,24 @@ class WorkloadPod:
 class AgentSettings:
     plugin_delay: float = 1.0  # device plugin and GFD start-up
     gfd_interval: float = 60.0
+    nfd_interval: float = 60.0  # nfd-worker's core.sleepInterval
     pod_start_delay: float = 0.0  # workload and plain daemon pods
     crash_backoff: float = 10.0  # first CrashLoopBackOff delay; doubles up to crash_backoff_max
     crash_backoff_max: float = 300.0
     used_memory_mib: int = DEFAULT_USED_MEMORY_MIB
 
 
-class Agents:
+class Agents(NodeFeatureDiscoveryAgents):
     """All simulated node agents and controllers of one cluster."""
 
     def __init__(self, api: ClusterApi, state_path: Callable[[str], str | None],
                  settings: AgentSettings | None = None, nvml: Any = None,
-                 pod_resources_socket: Callable[[str], str | None] | None = None) -> None:
+                 pod_resources_socket: Callable[[str], str | None] | None = None,
+                 node_root: Callable[[str], str | None] | None = None) -> None:
         self.api = api
         self.state_path = state_path
+        # The node's root directory (hostPath volumes lie under it); None: daemons write no host files.
+        self.node_root = node_root
         self.pod_resources: Any = None
         if pod_resources_socket is not None:
             from gpuops_sim.k8s.podresources import PodResourcesServers  # pylint: disable=import-outside-toplevel
@@ -318,6 +324,7 @@ class Agents:
         self._flush_scheduled = False
         self._retry_scheduled = False
         self._pids = itertools.count(200000)
+        self._nfd_init()
 
     # -- lifecycle --
 
@@ -358,6 +365,7 @@ class Agents:
         for kind in ("nodes", "configmaps", "daemonsets", "replicasets", "poddisruptionbudgets", "pods"):
             for obj in self.api.list(kind):
                 self._dispatch(kind, "ADDED", obj)
+        self._nfd_bootstrap()
 
     def _cached(self, kind: str, obj: Obj) -> Obj | None:
         if kind == "pods":
@@ -426,6 +434,7 @@ class Agents:
             state = self.nodes[name] = NodeState(name=name, node=node)
             if self.pod_resources is not None:
                 self.pod_resources.start(name)
+            self._nfd_node_added(name)
         self._node_changed(state, old, node)
 
     def _node_changed(self, state: NodeState, old: Obj | None, node: Obj) -> None:
@@ -587,7 +596,8 @@ class Agents:
             state.held.add(key)
             return
         if owner_of(pod, "DaemonSet") is not None:
-            daemon = Daemon(key=key, node=node_name, roles=nv.pod_roles(pod.get("spec") or {}), pod=pod)
+            spec = pod.get("spec") or {}
+            daemon = Daemon(key=key, node=node_name, roles={**nv.pod_roles(spec), **nfd.pod_roles(spec)}, pod=pod)
             self.daemons[key] = daemon
             state.pods.add(key)
             delay = self.settings.plugin_delay if daemon.roles else self.settings.pod_start_delay
@@ -641,7 +651,11 @@ class Agents:
             error = self._plugin_start(daemon)
             ready = not error
         if nv.ROLE_GFD in daemon.roles:
-            self._gfd_run(daemon)
+            error = error or self._gfd_run(daemon)
+            ready = not error
+        if nfd.ROLE_NFD_WORKER in daemon.roles:
+            error = error or self._nfd_worker_started(daemon)
+            ready = not error
         if nv.ROLE_DCGM_EXPORTER in daemon.roles and not daemon.dcgm_holding:
             self._dcgm_attach(daemon)
         pod = self.pods.get(daemon.key, daemon.pod)
@@ -666,6 +680,10 @@ class Agents:
         state.pods.discard(daemon.key)
         if nv.ROLE_DEVICE_PLUGIN in daemon.roles:
             self._plugin_advertise(state, {})
+        if nv.ROLE_GFD in daemon.roles:
+            self._gfd_stopped(daemon)
+        if nfd.ROLE_NFD_WORKER in daemon.roles:
+            self._nfd_worker_stopped(daemon)
         if daemon.dcgm_holding:
             self._dcgm_release(daemon)
 
@@ -732,10 +750,12 @@ class Agents:
             if patched is not None:
                 self._node_changed(state, state.node, patched)
 
-    def _gfd_run(self, daemon: Daemon) -> None:
+    def _gfd_run(self, daemon: Daemon) -> str:
+        """Label once and publish through NFD (agents_nfd_daemons); returns a crash message or ''."""
         state = self.nodes.get(daemon.node)
         if state is None or not daemon.alive:
-            return
+            return ""
+        error = ""
         try:
             config = self._daemon_config(daemon, nv.ROLE_GFD)
             machine = _labels(state.node).get("node.kubernetes.io/instance-type", "")
@@ -744,19 +764,11 @@ class Agents:
             LOG.warning("gpu-feature-discovery on %s: %s", daemon.node, exc)
             wanted = None
         if wanted is not None:
-            current = _labels(state.node)
-            owned = state.gfd_owned if state.gfd_owned is not None else {k for k in current if nv.is_gfd_label(k)}
-            owned.discard("nvidia.com/gfd.timestamp")
-            patch = nv.label_changes(current, wanted, owned)
-            if patch or "nvidia.com/gfd.timestamp" not in current:
-                patch["nvidia.com/gfd.timestamp"] = str(int(time.time()))
-                patched = self._safe_patch("nodes", None, state.name, {"metadata": {"labels": patch}})
-                if patched is not None:
-                    self._node_changed(state, state.node, patched)
-            state.gfd_owned = set(wanted)
+            error = self._gfd_publish(daemon, wanted)
         if daemon.gfd_timer:
             daemon.gfd_timer.cancel()
         daemon.gfd_timer = self.reactor.call_later(self.settings.gfd_interval, self._gfd_run, daemon)
+        return error
 
     def _dcgm_attach(self, daemon: Daemon) -> None:
         """DCGM keeps every GPU of the node open: NVML refuses a reset while the exporter runs."""

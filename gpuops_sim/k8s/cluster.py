@@ -378,7 +378,8 @@ class Cluster:
         for node in nodes:  # fail here, naming the path, rather than in a kubelet thread
             check_socket_path(pod_resources_socket_for(self.directory)(node))
         self.agents = Agents(self.api, state_path_for(self.directory), self.options.settings,
-                             pod_resources_socket=pod_resources_socket_for(self.directory))
+                             pod_resources_socket=pod_resources_socket_for(self.directory),
+                             node_root=lambda node: node_root(self.directory, node))
         self.agents.start()
         if self.options.installed_by == "gpu-operator":
             from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
@@ -483,9 +484,11 @@ class Cluster:
 
     def install_nvidia_daemons(self, strategy: str, replicas: int = 1, dcgm: bool | None = None,
                                namespace: str = manifests.GPU_OPERATOR_NAMESPACE) -> None:
-        """What the collection's install roles would create: plugin config, plugin and GFD DaemonSets."""
+        """What the collection's install roles would create: plugin config, plugin and GFD DaemonSets,
+        and Node Feature Discovery, which publishes GFD's labels (a cluster with GFD has it)."""
         api = self.api
         assert api is not None
+        self.install_nfd()
         if api.get("namespaces", None, namespace) is None:
             api.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         api.create("configmaps", namespace, manifests.plugin_config_map(
@@ -494,6 +497,15 @@ class Cluster:
         api.create("daemonsets", namespace, manifests.gfd_daemonset(namespace))
         if dcgm if dcgm is not None else self.options.dcgm_exporter:
             api.create("daemonsets", namespace, manifests.dcgm_exporter_daemonset(namespace))
+
+    def install_nfd(self, namespace: str = manifests.NFD_NAMESPACE) -> None:
+        """Node Feature Discovery (its CRDs, worker DaemonSet and master Deployment), unless the cluster has it."""
+        api = self.api
+        assert api is not None
+        if api.get("customresourcedefinitions", None, "nodefeatures.nfd.k8s-sigs.io") is not None:
+            return
+        for kind, obj in manifests.nfd_objects(namespace):
+            api.create(kind, obj["metadata"].get("namespace"), obj)
 
     def create_workload(self, spec: manifests.WorkloadSpec) -> list[str]:
         api = self.api

@@ -16,6 +16,9 @@ PLUGIN_CONFIG_MAP = "nvidia-device-plugin-config"
 PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.5-3.4.0-ubuntu22.04"
 DEPLOY_LABEL = "nvidia.com/gpu.deploy."
+NFD_NAMESPACE = "node-feature-discovery"
+NFD_IMAGE = "registry.k8s.io/nfd/node-feature-discovery:v0.18.3"
+NFD_FEATURES_DIR = "/etc/kubernetes/node-feature-discovery/features.d"
 # App labels the GPU Operator gives its daemon pods (mig-manager waits on these).
 APP_LABELS = {"device-plugin": "nvidia-device-plugin-daemonset", "gpu-feature-discovery": "gpu-feature-discovery",
               "dcgm-exporter": "nvidia-dcgm-exporter"}
@@ -111,7 +114,65 @@ def gfd_daemonset(namespace: str = GPU_OPERATOR_NAMESPACE, strategy: str | None 
         env.append({"name": "DEFAULT_CONFIG", "value": default_config})
     container = {"name": "gpu-feature-discovery", "image": PLUGIN_IMAGE, "command": ["gpu-feature-discovery"],
                  "env": env}
-    return _daemonset("gpu-feature-discovery", "gpu-feature-discovery", container, namespace, config_map)
+    ds = _daemonset("gpu-feature-discovery", "gpu-feature-discovery", container, namespace, config_map)
+    # GFD hands its labels to NFD through its node's feature directory, as NVIDIA's chart mounts it.
+    spec = ds["spec"]["template"]["spec"]
+    container.setdefault("volumeMounts", []).append({"name": "output-dir", "mountPath": NFD_FEATURES_DIR})
+    output_dir = {"name": "output-dir", "hostPath": {"path": NFD_FEATURES_DIR, "type": "DirectoryOrCreate"}}
+    spec.setdefault("volumes", []).append(output_dir)
+    return ds
+
+
+def _crd(plural: str, kind: str) -> Obj:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.nfd.k8s-sigs.io"},
+            "spec": {"group": "nfd.k8s-sigs.io", "scope": "Cluster" if kind == "NodeFeatureRule" else "Namespaced",
+                     "names": {"kind": kind, "listKind": kind + "List", "plural": plural, "singular": kind.lower()},
+                     "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": {
+                         "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+def nfd_objects(namespace: str = NFD_NAMESPACE) -> list[tuple[str, Obj]]:
+    """Node Feature Discovery as a cluster that has it runs it (NFD v0.18's default deployment, with
+    the GPU Operator's pci settings: feature.node.kubernetes.io/pci-10de.present on GPU nodes):
+    (resource, object) pairs to create in order."""
+    image = NFD_IMAGE
+    worker_conf = yaml.safe_dump({"sources": {"pci": {"deviceClassWhitelist": ["02", "0200", "0207", "0300", "0302"],
+                                                      "deviceLabelFields": ["vendor"]}}})
+    labels = {"app": "nfd"}
+    env = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+           {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    worker = {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "nfd-worker", "namespace": namespace, "labels": labels},
+        "spec": {"selector": {"matchLabels": {"app": "nfd-worker"}}, "template": {
+            "metadata": {"labels": {"app": "nfd-worker"}},
+            "spec": {"serviceAccountName": "nfd-worker",
+                     # The worker must keep running on a node whose GPUs are being reconfigured.
+                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                     {"key": "gpuops.io/mig-reconfigure", "operator": "Exists"}],
+                     "containers": [{"name": "nfd-worker", "image": image, "command": ["nfd-worker"], "env": env,
+                                     "volumeMounts": [
+                                         {"name": "features-d", "mountPath": NFD_FEATURES_DIR, "readOnly": True},
+                                         {"name": "nfd-worker-conf", "mountPath": "/etc/kubernetes/node-feature-discovery",
+                                          "readOnly": True}]}],
+                     "volumes": [{"name": "features-d", "hostPath": {"path": NFD_FEATURES_DIR}},
+                                 {"name": "nfd-worker-conf", "configMap": {"name": "nfd-worker-conf"}}]}}}}
+    master = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "nfd-master", "namespace": namespace, "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "nfd-master"}}, "template": {
+            "metadata": {"labels": {"app": "nfd-master"}},
+            "spec": {"serviceAccountName": "nfd-master",
+                     "containers": [{"name": "nfd-master", "image": image, "command": ["nfd-master"], "env": env}]}}}}
+    return [("customresourcedefinitions", _crd("nodefeatures", "NodeFeature")),
+            ("customresourcedefinitions", _crd("nodefeaturerules", "NodeFeatureRule")),
+            ("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+            ("configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": "nfd-worker-conf", "namespace": namespace},
+                            "data": {"nfd-worker.conf": worker_conf}}),
+            ("deployments", master),
+            ("daemonsets", worker)]
 
 
 def dcgm_exporter_daemonset(namespace: str = GPU_OPERATOR_NAMESPACE) -> Obj:

@@ -18,6 +18,7 @@ from ansible.errors import AnsibleFilterError
 NFD_CRDS = ("nodefeatures.nfd.k8s-sigs.io", "nodefeaturerules.nfd.k8s-sigs.io")
 NFD_LABEL_PREFIX = "feature.node.kubernetes.io/"
 SETTINGS = ("none", "auto", "deploy", "rule")
+INSTALLS = ("manifests", "helm")
 
 
 def nfd_signals(crds: Optional[Iterable[Any]], nodes: Optional[Iterable[Mapping[str, Any]]] = None) -> List[str]:
@@ -35,18 +36,21 @@ def nfd_signals(crds: Optional[Iterable[Any]], nodes: Optional[Iterable[Mapping[
 
 
 def nfd_decision(setting: str, signals: Iterable[str], helm: bool = True, gfd_enabled: Any = True,
-                 gpu_stack: str = "standalone", api_host: str = "the API host") -> Dict[str, Any]:
+                 gpu_stack: str = "standalone", api_host: str = "the API host", install: str = "manifests") -> Dict[str, Any]:
     """What a run does about NFD for nvidia_device_plugin_nfd=``setting`` given what shows that the
-    cluster has NFD (``signals``, see nfd_signals) and whether ``helm`` runs on the API host.
+    cluster has NFD (``signals``, see nfd_signals), how the run installs it (``install``: manifests,
+    applied through the API, or helm) and whether ``helm`` runs on the API host.
 
-    ``deploy``: whether the NFD chart is installed; ``refusal``: why the run must stop before anything
-    changes ('' when nothing stands in the way); ``warning``: a setup whose GFD labels may never come.
+    ``deploy``: whether NFD is installed; ``refusal``: why the run must stop before anything changes
+    ('' when nothing stands in the way): a rollout that would wait for GFD labels that cannot arrive.
     """
     if setting not in SETTINGS:
         raise AnsibleFilterError("nvidia_device_plugin_nfd=%s: expected one of %s" % (setting, ", ".join(SETTINGS)))
+    if install not in INSTALLS:
+        raise AnsibleFilterError("nvidia_device_plugin_nfd_install=%s: expected one of %s" % (install, ", ".join(INSTALLS)))
     signals = list(signals or [])
     found = bool(signals)
-    result = {"found": found, "signals": signals, "deploy": False, "refusal": "", "warning": ""}
+    result = {"found": found, "signals": signals, "deploy": False, "refusal": ""}
     gfd = str(gfd_enabled).strip().lower() not in ("false", "no", "off", "0", "n", "f", "")
     if gpu_stack != "standalone" or not gfd:
         # The GPU Operator brings its own NFD (nfd.enabled); without GFD no label is waited for.
@@ -54,22 +58,23 @@ def nfd_decision(setting: str, signals: Iterable[str], helm: bool = True, gfd_en
     absent = ("the cluster has no Node Feature Discovery (no CustomResourceDefinition %s, no node with a %s* label)"
               % (NFD_CRDS[0], NFD_LABEL_PREFIX))
     result["deploy"] = setting == "deploy" or (setting == "auto" and not found)
-    if result["deploy"] and not helm:
+    if result["deploy"] and install == "helm" and not helm:
         why = ("nvidia_device_plugin_nfd=deploy installs the NFD chart with helm" if setting == "deploy"
                else "nvidia_device_plugin_nfd=auto: %s, so the run would install the NFD chart with helm" % absent)
         result["refusal"] = (
-            "%s, and %s has no helm binary: GPU Feature Discovery's labels would never reach the nodes and the rollout "
-            "would wait for them. Install helm on %s, install NFD yourself, or set nvidia_device_plugin_gfd_enabled=false."
-            % (why, api_host, api_host))
+            "%s (nvidia_device_plugin_nfd_install=helm), and %s has no helm binary: GPU Feature Discovery's labels would "
+            "never reach the nodes and the rollout would wait for them. Set nvidia_device_plugin_nfd_install=manifests "
+            "(no helm needed), install helm on %s, or install NFD yourself." % (why, api_host, api_host))
     elif setting == "rule" and "CustomResourceDefinition %s" % NFD_CRDS[1] not in signals:
         result["refusal"] = (
             "nvidia_device_plugin_nfd=rule needs Node Feature Discovery's CustomResourceDefinition %s, which the cluster "
             "does not have: install NFD first, or set nvidia_device_plugin_nfd=auto to deploy it." % NFD_CRDS[1])
     elif setting == "none" and not found:
-        result["warning"] = (
-            "nvidia_device_plugin_nfd=none: %s. GPU Feature Discovery publishes its labels through NFD; unless something "
-            "else publishes them, the rollout waits for labels that never come. Set nvidia_device_plugin_nfd=auto to "
-            "deploy NFD when the cluster has none." % absent)
+        result["refusal"] = (
+            "nvidia_device_plugin_nfd=none: %s. GPU Feature Discovery publishes its labels through NFD, so they would "
+            "never reach the nodes and the rollout would wait for them in vain, leaving each node failed. Set "
+            "nvidia_device_plugin_nfd=auto (the default) to deploy NFD, install NFD yourself, or set "
+            "nvidia_device_plugin_gfd_enabled=false." % absent)
     return result
 
 

@@ -2,8 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The Node Feature Discovery options of nvidia_device_plugin, end to end on the API emulator:
-`rule` needs NFD's CRD and then creates the NodeFeatureRule; `deploy` installs the NFD chart
-through kubernetes.core.helm (the recorded helm stand-in)."""
+`rule` needs NFD's CRD and then creates the NodeFeatureRule; `auto` (the default) applies NFD's own
+manifests where the cluster has no NFD and leaves another NFD alone; `deploy` with
+nvidia_device_plugin_nfd_install=helm installs the NFD chart through kubernetes.core.helm (the
+recorded helm stand-in)."""
 
 from __future__ import annotations
 
@@ -84,7 +86,8 @@ def test_rule_needs_the_crd_then_creates_the_rule(tmp_path: Path, kubeconfig: Pa
 
 def test_deploy_installs_the_nfd_chart(tmp_path: Path, kubeconfig: Path) -> None:
     env = {"GPUOPS_HELM_STANDIN_DIR": str(tmp_path / "helm"), "PATH": os.pathsep.join([str(STANDIN_DIR), os.environ.get("PATH", "")])}
-    plays = [role_play("deploy", {"k8s_kubeconfig": str(kubeconfig), "nvidia_device_plugin_nfd": "deploy"}, tmp_path / "deploy.json")]
+    plays = [role_play("deploy", {"k8s_kubeconfig": str(kubeconfig), "nvidia_device_plugin_nfd": "deploy",
+                                  "nvidia_device_plugin_nfd_install": "helm"}, tmp_path / "deploy.json")]
     run = run_playbook(tmp_path, plays, extra_env=env)
     assert run.returncode == 0, run.output
     assert read_json(tmp_path / "deploy.json") == {"ok": True}
@@ -108,9 +111,9 @@ NODEFEATURE_CRD = {
 }
 
 
-def test_auto_installs_nfd_only_on_a_cluster_without_it(tmp_path: Path, kubeconfig: Path) -> None:
+def test_auto_with_helm_installs_the_chart_only_on_a_cluster_without_nfd(tmp_path: Path, kubeconfig: Path) -> None:
     env = {"GPUOPS_HELM_STANDIN_DIR": str(tmp_path / "helm"), "PATH": os.pathsep.join([str(STANDIN_DIR), os.environ.get("PATH", "")])}
-    base = {"k8s_kubeconfig": str(kubeconfig), "nvidia_device_plugin_nfd": "auto"}
+    base = {"k8s_kubeconfig": str(kubeconfig), "nvidia_device_plugin_nfd": "auto", "nvidia_device_plugin_nfd_install": "helm"}
     plays = [role_play("without_nfd", base, tmp_path / "without_nfd.json")]
     run = run_playbook(tmp_path, plays, extra_env=env)
     assert run.returncode == 0, run.output
@@ -127,3 +130,77 @@ def test_auto_installs_nfd_only_on_a_cluster_without_it(tmp_path: Path, kubeconf
     assert run.returncode == 0, run.output
     assert read_json(other / "with_nfd.json") == {"ok": True}
     assert not (other / "helm" / "calls.jsonl").exists()
+
+
+def nfd_objects(kubeconfig: Path, out: Path) -> dict[str, Any]:
+    """A play dumping what NFD objects the cluster holds."""
+    reads = [("DaemonSet", "apps/v1"), ("Deployment", "apps/v1"), ("CustomResourceDefinition", "apiextensions.k8s.io/v1"),
+             ("ClusterRole", "rbac.authorization.k8s.io/v1"), ("Role", "rbac.authorization.k8s.io/v1"), ("ConfigMap", "v1")]
+    tasks = []
+    for kind, api_version in reads:
+        tasks.append({"name": "Read %s" % kind, "register": "read_%s" % kind.lower(),
+                      "kubernetes.core.k8s_info": {"kubeconfig": str(kubeconfig), "kind": kind, "api_version": api_version}})
+    found = "{" + ", ".join("'%s': read_%s.resources" % (kind, kind.lower()) for kind, _api_version in reads) + "}"
+    return {"name": "read", "hosts": "localhost", "gather_facts": False, "tasks": tasks + [dump_task(out, found)]}
+
+
+def names(objects: list[dict[str, Any]], namespace: str | None = None) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in objects if namespace is None or o["metadata"].get("namespace") == namespace)
+
+
+def test_auto_applies_nfds_manifests_once_without_helm_and_leaves_another_nfd_alone(tmp_path: Path, kubeconfig: Path) -> None:
+    # The manifests go through the API: the run never asks for helm (the stand-in records every call).
+    env = {"GPUOPS_HELM_STANDIN_DIR": str(tmp_path / "helm"), "PATH": os.pathsep.join([str(STANDIN_DIR), os.environ.get("PATH", "")])}
+    base = {"k8s_kubeconfig": str(kubeconfig)}
+    plays = [role_play("first", base, tmp_path / "first.json"), nfd_objects(kubeconfig, tmp_path / "objects.json")]
+    run = run_playbook(tmp_path, plays, extra_env=env)
+    assert not (tmp_path / "helm" / "calls.jsonl").exists()
+    assert run.returncode == 0, run.output
+    assert read_json(tmp_path / "first.json") == {"ok": True}
+    found = read_json(tmp_path / "objects.json")
+    assert names(found["DaemonSet"], "node-feature-discovery") == ["nfd-worker"]
+    assert names(found["Deployment"], "node-feature-discovery") == ["nfd-gc", "nfd-master"]
+    assert names(found["CustomResourceDefinition"]) == [
+        "nodefeaturegroups.nfd.k8s-sigs.io", "nodefeaturerules.nfd.k8s-sigs.io", "nodefeatures.nfd.k8s-sigs.io"]
+    (worker,) = [d for d in found["DaemonSet"] if d["metadata"]["name"] == "nfd-worker"]
+    pod = worker["spec"]["template"]["spec"]
+    assert {"key": "gpuops.io/mig-reconfigure", "operator": "Exists"} in pod["tolerations"]
+    assert {"name": "features-d", "hostPath": {"path": "/etc/kubernetes/node-feature-discovery/features.d/"}} in pod["volumes"]
+    (conf,) = [c for c in found["ConfigMap"] if c["metadata"]["name"] == "nfd-worker-conf"]
+    assert "deviceLabelFields:\n    - vendor" in conf["data"]["nfd-worker.conf"]
+    # Least privilege as upstream ships it: the worker writes NodeFeatures in its own namespace only.
+    (role,) = [r for r in found["Role"] if r["metadata"]["name"] == "nfd-worker"]
+    assert role["rules"][0] == {"apiGroups": ["nfd.k8s-sigs.io"], "resources": ["nodefeatures"],
+                                "verbs": ["create", "get", "update", "delete"]}
+    assert "nfd-worker" not in names(found["ClusterRole"])
+    # GFD writes a feature file (the role's default) and says so: GFD v0.19 would use the API otherwise.
+    (gfd,) = [d for d in found["DaemonSet"] if d["metadata"]["name"] == "gpu-feature-discovery"]
+    assert {"name": "USE_NODE_FEATURE_API", "value": "false"} in gfd["spec"]["template"]["spec"]["containers"][-1]["env"]
+
+    # The same run again: our own NFD is kept as it is, nothing changes.
+    again = run_playbook(tmp_path, [role_play("again", base, tmp_path / "again.json")], name="again")
+    assert again.returncode == 0, again.output
+    install = again.output.split("Install Node Feature Discovery from its manifests]", 1)[1]
+    assert install.split("\n")[1].startswith("ok: [localhost]"), again.output[-3000:]
+    assert "changed=1 " in again.output, "only the test's own dump changed: " + again.output[-3000:]
+
+
+def test_auto_leaves_an_nfd_it_did_not_install_alone(tmp_path: Path, kubeconfig: Path) -> None:
+    other = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "nfd-worker", "namespace": "nfd-elsewhere"},
+             "spec": {"selector": {"matchLabels": {"app": "w"}}, "template": {"metadata": {"labels": {"app": "w"}}, "spec": {
+                 "containers": [{"name": "nfd-worker", "image": "registry.k8s.io/nfd/node-feature-discovery:v0.17.3",
+                                 "command": ["nfd-worker"]}]}}}}
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "nfd-elsewhere"}}
+    plays = [{"name": "existing", "hosts": "localhost", "gather_facts": False,
+              "tasks": [k8s_task(NODEFEATURE_CRD, kubeconfig), k8s_task(namespace, kubeconfig), k8s_task(other, kubeconfig)]},
+             role_play("with_nfd", {"k8s_kubeconfig": str(kubeconfig)}, tmp_path / "with_nfd.json"),
+             nfd_objects(kubeconfig, tmp_path / "objects.json")]
+    run = run_playbook(tmp_path, plays)
+    assert run.returncode == 0, run.output
+    assert read_json(tmp_path / "with_nfd.json") == {"ok": True}
+    found = read_json(tmp_path / "objects.json")
+    # No second NFD: only the existing worker, no master, no namespace of ours.
+    assert [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in found["DaemonSet"] if "nfd" in d["metadata"]["name"]] == [
+        ("nfd-elsewhere", "nfd-worker")]
+    assert found["Deployment"] == []
+    assert names(found["CustomResourceDefinition"]) == ["nodefeatures.nfd.k8s-sigs.io"]

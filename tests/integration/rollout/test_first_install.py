@@ -66,20 +66,70 @@ def test_a_node_without_a_driver_that_nothing_installs_is_refused(sim_cluster, s
     assert all(not gpu["mig"]["current"] for gpu in cluster.nvml(first)["gpus"])
 
 
-def test_nfd_auto_without_nfd_or_helm_is_refused_and_none_warns(sim_cluster):
-    if any(os.access(os.path.join(folder, "helm"), os.X_OK) for folder in os.environ.get("PATH", "").split(os.pathsep) if folder):
-        pytest.skip("a helm binary is on PATH here")
+def test_nfd_none_on_a_cluster_without_nfd_or_a_helm_install_without_helm_is_refused(sim_cluster):
     cluster = sim_cluster(["a100:1:A100-40GB:1"])
     base = {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": "all-1g.5gb"}
     cluster.clear_requests()
-    refused = cluster.playbook("nvidia-gpu-operator.yml", *site_inventory(cluster, "auto.yml", dict(base, nvidia_device_plugin_nfd="auto")),
+    refused = cluster.playbook("nvidia-gpu-operator.yml", *site_inventory(cluster, "none.yml", dict(base, nvidia_device_plugin_nfd="none")),
                                check=False)
     assert refused.rc != 0
-    assert "nvidia_device_plugin_nfd=auto: the cluster has no Node Feature Discovery" in refused.output, refused.output[-3000:]
-    assert "api has no helm binary" in refused.output
+    assert "nvidia_device_plugin_nfd=none: the cluster has no Node Feature Discovery" in refused.output, refused.output[-3000:]
+    assert "Install the NVIDIA driver" not in refused.output, "it failed in the first play"
     assert not mutations(cluster.requests())
-    warned = cluster.playbook("nvidia-gpu-operator.yml", *site_inventory(cluster, "none.yml", base))
-    assert "WARNING: nvidia_device_plugin_nfd=none: the cluster has no Node Feature Discovery" in warned.output
+    if any(os.access(os.path.join(folder, "helm"), os.X_OK) for folder in os.environ.get("PATH", "").split(os.pathsep) if folder):
+        return  # a helm binary is on PATH here
+    helm = cluster.playbook("nvidia-gpu-operator.yml", *site_inventory(
+        cluster, "helm.yml", dict(base, nvidia_device_plugin_nfd_install="helm")), check=False)
+    assert helm.rc != 0
+    assert "nvidia_device_plugin_nfd=auto: the cluster has no Node Feature Discovery" in helm.output, helm.output[-3000:]
+    assert "api has no helm binary" in helm.output
+    assert not mutations(cluster.requests())
+
+
+NFD_NAMESPACE = "node-feature-discovery"
+GFD_LABELS = ("nvidia.com/gpu.product", "nvidia.com/mig.strategy", "nvidia.com/gfd.timestamp")
+PCI_LABEL = "feature.node.kubernetes.io/pci-10de.present"
+
+
+def test_a_cluster_without_nfd_gets_it_and_gfds_labels_arrive_through_it(sim_cluster):
+    cluster = sim_cluster(["a100:1:A100-40GB:1"])
+    (node,) = cluster.nodes
+    assert cluster.store.list("daemonsets", NFD_NAMESPACE) == []
+    site = site_inventory(cluster, "site.yml", {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": "all-1g.5gb"})
+    cluster.playbook("nvidia-gpu-operator.yml", *site)
+    # NFD's own deployment, applied by the device plugin role (no helm here).
+    assert [d["metadata"]["name"] for d in cluster.store.list("daemonsets", NFD_NAMESPACE)] == ["nfd-worker"]
+    assert sorted(d["metadata"]["name"] for d in cluster.store.list("deployments", NFD_NAMESPACE)) == ["nfd-gc", "nfd-master"]
+    labels = cluster.node(node)["metadata"]["labels"]
+    assert all(key in labels for key in GFD_LABELS), labels
+    assert labels["nvidia.com/mig.strategy"] == "mixed" and labels[PCI_LABEL] == "true"
+    assert labels["nvidia.com/mig.config.state"] == "success"
+    # GFD wrote them into NFD's feature directory on the node, NFD's worker and master labelled the node.
+    features = cluster.directory / "nodes" / ("%s-root" % node) / "etc/kubernetes/node-feature-discovery/features.d/gfd"
+    assert "nvidia.com/mig.strategy=mixed" in features.read_text(encoding="utf-8")
+    assert [f["metadata"]["name"] for f in cluster.store.list("nodefeatures", NFD_NAMESPACE)] == [node]
+    again = cluster.playbook("nvidia-gpu-operator.yml", *site)
+    assert again.changed == 0, again.output[-3000:]
+
+
+def test_an_nfd_the_cluster_has_is_left_alone(sim_cluster):
+    cluster = sim_cluster(["a100:1:A100-40GB:1"])
+    (node,) = cluster.nodes
+    cluster.cluster.install_nfd()
+
+    def nfd_objects():
+        """Each NFD object's spec and data (status is written by the daemons themselves)."""
+        return {(kind, o["metadata"]["name"]): (o.get("spec"), o.get("data"), o["metadata"].get("labels"))
+                for kind in ("daemonsets", "deployments", "configmaps") for o in cluster.store.list(kind, NFD_NAMESPACE)}
+    before = nfd_objects()
+    site = site_inventory(cluster, "site.yml", {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": "all-1g.5gb"})
+    cluster.playbook("nvidia-gpu-operator.yml", *site)
+    # No second NFD, nothing of the existing one changed.
+    assert nfd_objects() == before
+    assert not any(d["metadata"]["name"].startswith("nfd") for ns in ("nvidia-device-plugin",)
+                   for d in cluster.store.list("daemonsets", ns))
+    labels = cluster.node(node)["metadata"]["labels"]
+    assert labels["nvidia.com/mig.strategy"] == "mixed" and labels["nvidia.com/mig.config.state"] == "success"
 
 
 def test_with_the_operators_driver_the_rollout_waits_for_nvml_then_fails_the_node_naming_why(sim_cluster, monkeypatch, tmp_path):

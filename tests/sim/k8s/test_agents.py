@@ -46,7 +46,7 @@ class Sim:
         self.socket = pod_resources_socket_for(self.dir)
         self.agents = Agents(self.api, state_path_for(self.dir),
                              AgentSettings(plugin_delay=0.05, gfd_interval=0.2, crash_backoff=0.1),
-                             pod_resources_socket=self.socket)
+                             pod_resources_socket=self.socket, node_root=lambda node: f"{self.dir}/nodes/{node}-root")
         self.agents.start()
 
     def device_ids(self, pod: dict, node: str = NODE) -> list[str]:
@@ -57,7 +57,11 @@ class Sim:
     def path(self, node: str = NODE) -> str:
         return f"{self.dir}/nodes/{node}.json"
 
-    def install(self, strategy: str, replicas: int = 1, rename: bool = False, dcgm: bool = False) -> None:
+    def install(self, strategy: str, replicas: int = 1, rename: bool = False, dcgm: bool = False,
+                nfd: bool = True) -> None:
+        if nfd:  # GFD's labels reach the nodes through Node Feature Discovery
+            for kind, obj in manifests.nfd_objects():
+                self.api.create(kind, obj["metadata"].get("namespace"), obj)
         self.api.create("configmaps", NS, manifests.plugin_config_map(
             {"default": manifests.plugin_config(strategy, replicas, rename)}))
         self.api.create("daemonsets", NS, manifests.device_plugin_daemonset())

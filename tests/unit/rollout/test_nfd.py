@@ -29,29 +29,38 @@ def test_signals_are_the_crds_and_the_nodes_nfd_labelled():
         "CustomResourceDefinition nodefeatures.nfd.k8s-sigs.io", "feature.node.kubernetes.io/* labels on node a, b, c, ..."]
 
 
-@pytest.mark.parametrize("setting, found, helm, stack, gfd", list(itertools.product(
+@pytest.mark.parametrize("setting, found, helm, stack, gfd, install", list(itertools.product(
     ["none", "auto", "deploy", "rule"], [[], ["CustomResourceDefinition nodefeatures.nfd.k8s-sigs.io"],
                                          ["CustomResourceDefinition nodefeaturerules.nfd.k8s-sigs.io"]],
-    [True, False], ["standalone", "operator"], [True, False, "false"])))
-def test_decision(setting, found, helm, stack, gfd):
-    decision = nfd.nfd_decision(setting, found, helm=helm, gfd_enabled=gfd, gpu_stack=stack, api_host="cp01")
+    [True, False], ["standalone", "operator"], [True, False, "false"], ["manifests", "helm"])))
+def test_decision(setting, found, helm, stack, gfd, install):
+    decision = nfd.nfd_decision(setting, found, helm=helm, gfd_enabled=gfd, gpu_stack=stack, api_host="cp01", install=install)
     assert decision["found"] is bool(found) and decision["signals"] == found
     if stack == "operator" or gfd in (False, "false"):
         # The GPU Operator brings its own NFD; without GFD no label is waited for.
-        assert decision == {"found": bool(found), "signals": found, "deploy": False, "refusal": "", "warning": ""}
+        assert decision == {"found": bool(found), "signals": found, "deploy": False, "refusal": ""}
         return
     assert decision["deploy"] is (setting == "deploy" or (setting == "auto" and not found))
-    if decision["deploy"] and not helm:
+    if decision["deploy"] and install == "helm" and not helm:
+        # Only a Helm install needs helm; the manifests go through the API.
         assert "cp01 has no helm binary" in decision["refusal"]
+        assert "nvidia_device_plugin_nfd_install=manifests" in decision["refusal"]
         assert ("the cluster has no Node Feature Discovery" in decision["refusal"]) is (setting == "auto")
     elif setting == "rule":
         assert bool(decision["refusal"]) is ("CustomResourceDefinition nodefeaturerules.nfd.k8s-sigs.io" not in found)
+    elif setting == "none" and not found:
+        # The rollout would wait for labels that cannot arrive: refused, naming the setting and the way out.
+        assert decision["refusal"].startswith("nvidia_device_plugin_nfd=none: the cluster has no Node Feature Discovery")
+        assert "nvidia_device_plugin_nfd=auto" in decision["refusal"]
     else:
         assert decision["refusal"] == ""
-    # Only `none` on a cluster without NFD is warned about: the rollout would wait for labels in vain.
-    assert bool(decision["warning"]) is (setting == "none" and not found)
 
 
 def test_an_unknown_setting_is_an_error_naming_it():
     with pytest.raises(AnsibleFilterError, match="nvidia_device_plugin_nfd=sometimes"):
         nfd.nfd_decision("sometimes", [])
+
+
+def test_an_unknown_install_is_an_error_naming_it():
+    with pytest.raises(AnsibleFilterError, match="nvidia_device_plugin_nfd_install=kubectl"):
+        nfd.nfd_decision("auto", [], install="kubectl")
