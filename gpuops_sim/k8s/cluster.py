@@ -459,6 +459,8 @@ class Cluster:
         self._namespace(brownfield.HELM_NAMESPACE)
         for kind, obj in brownfield.helm_device_plugin(strategy, replicas):
             self.api.create(kind, brownfield.HELM_NAMESPACE, obj)
+        # The chart's node-feature-discovery subchart, on with GFD: GFD's labels reach nodes through it.
+        self.install_nfd(brownfield.HELM_NAMESPACE)
 
     def install_gpu_operator(self, strategy: str) -> None:
         """The GPU Operator with preinstalled drivers: its CRD, ClusterPolicy, Deployment and operands."""
@@ -471,6 +473,8 @@ class Cluster:
         policy = api.create("clusterpolicies", None, brownfield.cluster_policy(strategy, namespace))
         for kind, obj in brownfield.operator_objects(strategy, policy["metadata"]["uid"], namespace):
             api.create(kind, namespace, obj)
+        # The operator chart's node-feature-discovery subchart (nfd.enabled, on by default).
+        self.install_nfd(namespace)
 
     def install_mig_parted(self, node: str, config: str) -> None:
         """NVIDIA DeepOps' mig-parted service on the node, enabled, and the geometry it applied."""
@@ -505,6 +509,8 @@ class Cluster:
         if api.get("customresourcedefinitions", None, "nodefeatures.nfd.k8s-sigs.io") is not None:
             return
         for kind, obj in manifests.nfd_objects(namespace):
+            if kind == "namespaces" and api.get("namespaces", None, obj["metadata"]["name"]) is not None:
+                continue  # a chart's subchart shares its release's namespace
             api.create(kind, obj["metadata"].get("namespace"), obj)
 
     def create_workload(self, spec: manifests.WorkloadSpec) -> list[str]:
