@@ -241,7 +241,7 @@ def test_the_watch_resumes_from_the_list_and_lists_again_on_410_gone():
     reports = []
     source.watch_pods(source.Settings(max_backoff=1.5), lambda kind, payload: reports.append((kind, payload)), stop,
                       make_api=lambda settings: api)
-    kinds = [kind for kind, _ in reports]
+    kinds = [report[0] for report in reports]
     assert kinds == ["list", "ADDED", "list", "list", "list"]
     assert [p["metadata"]["name"] for p in reports[3][1]] == ["c"]
     watches = [call for call in api.calls if call.get("watch")]
