@@ -7,13 +7,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: all venv test pytest pytest-mitogen sanity lint changelog-lint molecule demo bench acceptance clean
+.PHONY: all venv java-runtime test pytest pytest-mitogen sanity lint changelog-lint molecule demo bench acceptance clean
 
 all: test
 
 # Create or reuse .venv; reinstall only when a requirements file or pyproject.toml changed.
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-node.txt requirements-mitogen.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-node.txt requirements-mitogen.txt requirements-eda.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=24'
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
@@ -22,7 +22,15 @@ $(VENV)/.installed: requirements.txt requirements-node.txt requirements-mitogen.
 
 test: venv pytest pytest-mitogen sanity lint changelog-lint molecule
 
-pytest: venv
+# ansible-rulebook (the event-driven mode's test) runs its rule engine on Java 17 or later. A fresh
+# Debian or Ubuntu machine (CI runs as root) gets it from apt; elsewhere install one by hand.
+java-runtime:
+	@command -v java >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -qq \
+	  && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless \
+	       || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless; }; } \
+	  || echo "no Java runtime and none could be installed: the ansible-rulebook test will fail (install Java 17 or later)"
+
+pytest: venv java-runtime
 	$(BIN)/python -m pytest -n 2 -m "not fleet" $(PYTEST_ARGS)
 
 # The rollout's end-to-end tests again under Mitogen's mitogen_linear strategy (docs/scale.md), a

@@ -28,6 +28,10 @@ MUST_SHIP = [
     "playbooks/mig-demand.yml",
     "playbooks/mig_demand.yml",
     "plugins/modules/mig_demand_plan.py",
+    # The event-driven mode: ansible-rulebook finds these in the installed collection.
+    "extensions/eda/plugins/event_source/gpu_pending_pods.py",
+    "extensions/eda/rulebooks/mig_demand.yml",
+    "requirements-eda.txt",
     "playbooks/nvidia-gpu-operator.yml",
     "playbooks/nvidia_gpu_operator.yml",
     "roles/node_prepare/tasks/main.yml",
