@@ -33,8 +33,8 @@ description:
     their hosts (the task's C(failed_when) set to V(false), then a check per host on RV(nodes)).
   - In check mode nothing is written and nothing is waited for. Each step reports what it would do assuming the steps
     before it succeeded (the writes in RV(nodes) diffs, the pods in C(would_evict), never in C(evicted)), and a node
-    fails only where the real run would fail: a pod that no controller re-creates, or with an C(emptyDir), that is not
-    allowed to go, or a PodDisruptionBudget that allows no disruption now.
+    fails only where the real run would fail (a pod that no controller re-creates, or with an C(emptyDir), that is not
+    allowed to go, or a PodDisruptionBudget that allows no disruption now).
 options:
   phase:
     description:
@@ -129,7 +129,7 @@ options:
     description:
       - Which pods move when the node is fenced. V(changed) the pods on C(changing_devices) (every GPU pod when only
         the advertised resources change), V(gpu) every pod that requests an C(nvidia.com/*) resource, V(all) every
-        pod but DaemonSet and mirror pods. A node whose decision says C(reboot) loses every pod: V(all).
+        pod but DaemonSet and mirror pods. A node whose decision says C(reboot) loses every pod (V(all)).
     type: str
     choices: [changed, gpu, all]
     default: changed
@@ -251,7 +251,7 @@ nodes:
       description: The step that failed, null when none did.
       type: str
     msg:
-      description: The failed step and why, C(<step>: <reason>); empty when none failed.
+      description: The failed step and why (the step's name, a colon, the reason); empty when none failed.
       type: str
     evicted:
       description: The pods evicted, each with C(namespace), C(name), C(uid) and C(reason). Empty in check mode.
