@@ -50,7 +50,7 @@ def test_check_mode_of_a_geometry_change_lists_exactly_the_pods_the_real_run_evi
     predicted = would_evict(rehearsal.output)
     assert predicted == set(running)
     summary = rehearsal.output.split("MIG ROLLOUT SUMMARY")[1]
-    assert "7x1g.5gb -> 2x3g.20gb" in summary and "pod(s) to evict" in summary and "pod(s) evicted" not in summary
+    assert "7x1g.5gb -> 2 GPU(s): 2x3g.20gb" in summary and "pod(s) to evict" in summary and "pod(s) evicted" not in summary
 
     cluster.clear_requests()
     cluster.playbook("mig-reconfigure.yml", *change)
