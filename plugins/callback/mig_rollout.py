@@ -78,7 +78,7 @@ def summary_lines(reports: dict[str, dict], failures: dict[str, str], check_mode
         moved = f"{len(evicted)} pod(s) to evict" if check_mode else f"{len(evicted)} pod(s) evicted"
         line = f"{node}: {before} -> {after}; {moved}; {timing}; {result}"
         message = report.get("message") or failures.get(host)
-        if result in ("failed", "skipped") and message:
+        if result in ("failed", "skipped", "deferred") and message:
             line += f": {message}"
         device_map = report.get("device_map")
         blind = isinstance(device_map, dict) and not device_map.get("available", True)

@@ -185,6 +185,25 @@ options:
     description: Seconds between two reads while a watch cannot be used.
     type: float
     default: 2.0
+  max_unavailable:
+    description:
+      - For O(phase=fence), the most GPU nodes of O(fleet) that may be out of service at once, as a count or a
+        percentage of O(fleet) (rounded up), as the GPU Operator's C(maxUnavailable). Nodes already out count, whoever
+        took them out; NotReady, cordoned, or with a C(NoSchedule) or C(NoExecute) taint.
+      - The batch shrinks to what the budget allows; the nodes left out are reported C(deferred), nothing done to
+        them. When it allows none, the module waits for nodes to come back, up to O(unavailable_timeout), then fails
+        every node of the batch saying which nodes are out. In check mode it does not wait.
+      - Not given, the batch is not limited.
+    type: raw
+  fleet:
+    description: The names of the GPU nodes O(max_unavailable) counts; required with it.
+    type: list
+    elements: str
+    default: []
+  unavailable_timeout:
+    description: Seconds to wait for room in O(max_unavailable) before the batch fails.
+    type: int
+    default: 600
 extends_documentation_fragment:
   - gpuops.nvidia.k8s_auth_options
   - gpuops.nvidia.k8s_auth_options.ACTION_GROUP
@@ -268,6 +287,10 @@ nodes:
       type: list
       elements: dict
       returned: in check mode, when the node may be rebooted
+    deferred:
+      description: The node was left for a later run by O(max_unavailable), nothing done to it; C(msg) says why.
+      type: bool
+      returned: when O(max_unavailable) deferred the node
     device_map:
       description: Whether the eviction knew which pod holds which device (C(available)), and why not (C(reason)).
       type: dict
@@ -346,6 +369,9 @@ def main() -> None:
             wait_timeout={"type": "int", "default": 600},
             timeout={"type": "int", "default": 60},
             poll_interval={"type": "float", "default": 2.0},
+            max_unavailable={"type": "raw"},
+            fleet={"type": "list", "elements": "str", "default": []},
+            unavailable_timeout={"type": "int", "default": 600},
         ),
         supports_check_mode=True,
         **NODE_CHOICE,
@@ -356,7 +382,7 @@ def main() -> None:
         return RolloutSettings(**{key: params[key] for key in (
             "taint_key", "taint_effect", "cordon", "evacuate_scope", "gpu_clients", "gpu_clients_enable", "plugin_config_label",
             "reboot_allowed", "delete_bare_pods", "delete_emptydir_data", "grace_period", "evacuate_timeout",
-            "client_pod_timeout", "wait_timeout", "timeout", "poll_interval")})
+            "client_pod_timeout", "wait_timeout", "timeout", "poll_interval", "max_unavailable", "fleet", "unavailable_timeout")})
 
     def batch_action(client, entries):
         return run_phase(client, params["phase"], entries, settings(), module.check_mode)

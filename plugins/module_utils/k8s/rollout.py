@@ -31,6 +31,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping
 
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.budget import Admission, admit, max_unavailable_count
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError, KubeClient
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import NodeConditions
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import EvacuationRequest, evacuate
@@ -46,7 +47,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     taint_patch,
     taint_view,
 )
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import wait_for_nodes, wait_for_unmatched_pods
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import ListWatch, wait_for_nodes, wait_for_unmatched_pods, wait_until
 
 STATE_LABEL = "nvidia.com/mig.config.state"
 CONFIG_LABEL = "nvidia.com/mig.config"
@@ -68,6 +69,7 @@ RESUME = "Resume the GPU clients"
 WAIT = "Wait until the node advertises the new layout"
 FINISH = "Mark the change as done and remove the taint"
 FAIL = "Mark the node failed and resume its GPU clients"
+BUDGET = "Wait until max_unavailable allows the node out of service"
 
 #: Nodes of one batch worked on at once (each a thread); more queue.
 WORKERS = 64
@@ -94,11 +96,14 @@ class RolloutSettings:
         wait_timeout: float = 600,
         timeout: float = 60,
         poll_interval: float = 2.0,
+        max_unavailable: Any = None,
+        fleet: Iterable[str] = (),
+        unavailable_timeout: float = 600,
     ) -> None:
         if evacuate_scope not in SCOPE_SETTINGS:
             raise K8sError("evacuate_scope: {0!r} is not one of {1}".format(evacuate_scope, ", ".join(SCOPE_SETTINGS)))
         for field, value in (("evacuate_timeout", evacuate_timeout), ("client_pod_timeout", client_pod_timeout),
-                             ("wait_timeout", wait_timeout), ("timeout", timeout)):
+                             ("wait_timeout", wait_timeout), ("timeout", timeout), ("unavailable_timeout", unavailable_timeout)):
             if value < 0:
                 raise K8sError("{0}: must be 0 or more seconds, got {1}".format(field, value))
         # Validated here, so that a bad key fails the run before any node is written.
@@ -119,6 +124,14 @@ class RolloutSettings:
         self.wait_timeout = wait_timeout
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.fleet = list(fleet)
+        # Refused here, before any node is read or written.
+        self.max_unavailable = None if max_unavailable in (None, "") else max_unavailable
+        if self.max_unavailable is not None:
+            if not self.fleet:
+                raise K8sError("fleet: the GPU nodes are required with max_unavailable (it counts them)")
+            max_unavailable_count(self.max_unavailable, len(self.fleet))
+        self.unavailable_timeout = unavailable_timeout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +307,7 @@ class NodeRun:
 
     @property
     def going(self) -> bool:
-        return not self.result["failed"]
+        return not self.result["failed"] and not self.result.get("deferred")
 
     def fail(self, step: str, error: K8sError) -> None:
         details = {key: value for key, value in error.details.items()
@@ -374,9 +387,38 @@ def _evacuate(client: KubeClient, run: NodeRun, settings: RolloutSettings, check
             for pod in drain.get("evicted") or [] if (pod["namespace"], pod["name"]) not in moved]
 
 
+def _within_budget(client: KubeClient, runs: list[NodeRun], settings: RolloutSettings, check_mode: bool) -> None:
+    """Keep the fleet within max_unavailable: the nodes of the batch the budget has no room for are
+    deferred (left for a later run, nothing done to them); when it has room for none, wait until it
+    has (nodes come back), up to unavailable_timeout, then fail them all saying why. In check mode
+    nothing is waited for: the nodes that would wait are reported deferred."""
+    fleet = set(settings.fleet)
+    limit = max_unavailable_count(settings.max_unavailable, len(fleet))
+    batch = [run.name for run in runs]
+    found: list[Admission] = []
+
+    def room(objects: dict[str, dict[str, Any]]) -> bool:
+        nodes = [node for node in objects.values() if (node.get("metadata") or {}).get("name") in fleet]
+        found[:] = [admit(batch, nodes, limit)]
+        return bool(found[0].admitted) or not batch
+
+    deadline = client.retry.deadline(0 if check_mode else settings.unavailable_timeout)
+    outcome = wait_until(ListWatch(client, "nodes"), room, deadline, client.retry, settings.poll_interval)
+    admission = found[0] if found else Admission([], batch, {}, limit)
+    for run in runs:
+        if run.name in admission.admitted:
+            continue
+        if outcome.met or check_mode:
+            run.result.update(deferred=True, msg="left for a later run: " + admission.message())
+        else:
+            run.fail(BUDGET, K8sError("waited {0:g}s in vain: {1}".format(settings.unavailable_timeout, admission.message())))
+
+
 def fence(client: KubeClient, entries: list[Mapping[str, Any]], settings: RolloutSettings, check_mode: bool) -> dict[str, dict[str, Any]]:
-    """Begin, evacuate and pause every node of ``entries``; each node's result."""
+    """Begin, evacuate and pause every node of ``entries`` the unavailability budget admits; each node's result."""
     runs = [NodeRun(entry) for entry in entries]
+    if settings.max_unavailable is not None and runs:
+        _within_budget(client, runs, settings, check_mode)
 
     def begin(run: NodeRun) -> None:
         run.write(client, begin_change(run.entry.get("config_name"), settings), settings, check_mode)

@@ -250,3 +250,45 @@ def test_fail_resumes_the_paused_clients_and_marks_the_node_failed_in_one_write(
     assert node["metadata"]["labels"][PLUGIN] == "true" and node["metadata"]["labels"][r.STATE_LABEL] == "failed"
     assert node["metadata"]["annotations"][r.MESSAGE_ANNOTATION] == "apply: NVML refused"
     assert node["spec"]["taints"][0]["key"] == TAINT
+
+
+# --- the unavailability budget -----------------------------------------------------------------
+
+def fleet_with_one_cordoned(fake_kube):
+    kube = cluster(fake_kube)
+    kube.nodes["gpu-node-3"] = make_node("gpu-node-3", unschedulable=True)
+    return kube
+
+
+def test_the_budget_shrinks_the_batch_to_what_it_allows_counting_nodes_already_out(fake_kube):
+    kube = fleet_with_one_cordoned(fake_kube)
+    fleet = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
+    results = r.fence(kube, [entry("gpu-node-1"), entry("gpu-node-2", pod_devices=held())],
+                      settings(max_unavailable=2, fleet=fleet), check_mode=False)
+    assert not results["gpu-node-1"]["failed"] and kube.nodes["gpu-node-1"]["spec"]["taints"][0]["key"] == TAINT
+    deferred = results["gpu-node-2"]
+    assert deferred["deferred"] and not deferred["failed"] and "gpu-node-3 (cordoned)" in deferred["msg"]
+    # Nothing was done to the deferred node.
+    assert not kube.nodes["gpu-node-2"]["spec"].get("taints") and r.STATE_LABEL not in kube.nodes["gpu-node-2"]["metadata"]["labels"]
+
+
+def test_the_budget_waits_bounded_then_fails_the_batch_saying_why(fake_kube, clock):
+    kube = fleet_with_one_cordoned(fake_kube)
+    fleet = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
+    results = r.fence(kube, [entry("gpu-node-1")], settings(max_unavailable="33%", fleet=fleet, unavailable_timeout=30),
+                      check_mode=False)
+    failed = results["gpu-node-1"]
+    assert failed["failed"] and failed["step"] == r.BUDGET and "allows 2" not in failed["msg"]
+    assert "max_unavailable allows 1 GPU node(s)" in failed["msg"] and "waited 30s" in failed["msg"]
+    assert kube.count("patch_node") == 0
+    # In check mode the node that would wait is reported deferred, without waiting.
+    kube.calls.clear()
+    checked = r.fence(kube, [entry("gpu-node-1")], settings(max_unavailable=1, fleet=fleet), check_mode=True)
+    assert checked["gpu-node-1"]["deferred"] and not checked["gpu-node-1"]["failed"] and kube.count("watch") == 0
+
+
+def test_a_budget_without_the_fleet_or_with_a_bad_value_is_refused():
+    with pytest.raises(K8sError, match="fleet"):
+        settings(max_unavailable=1)
+    with pytest.raises(K8sError, match="max_unavailable"):
+        settings(max_unavailable="0%", fleet=["a"])
