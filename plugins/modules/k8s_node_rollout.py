@@ -25,7 +25,7 @@ description:
     wait (until the node is Ready and advertises the allocatable resources and labels of its plan, one watch for the
     batch) and finish (state V(success), the taint removed, and the node uncordoned only when its record says the
     rollout cordoned it, in one write).
-  - O(phase=fail) marks each node V(failed) with its O(nodes[].message) in the annotation
+  - O(phase=fail) marks each node V(failed) with its O(nodes[].reason) in the annotation
     C(gpuops.io/mig-reconfigure.message), and resumes the clients the rollout paused, in one write. The taint and the
     cordon stay.
   - A node that fails a step stops there; the other nodes of the batch go on. Each node's result says at which step
@@ -72,8 +72,8 @@ options:
       plugin_config:
         description: As O(plugin_config), for this node.
         type: str
-      message:
-        description: As O(message), for this node.
+      reason:
+        description: As O(reason), for this node.
         type: str
   plan:
     description:
@@ -104,7 +104,7 @@ options:
       - The device plugin config (a key of its ConfigMap) the node must run, written to O(plugin_config_label) when
         the clients resume. Not given, the label is left alone.
     type: str
-  message:
+  reason:
     description:
       - Why the node failed, for O(phase=fail).
     type: str
@@ -112,7 +112,6 @@ options:
     description: Key of the taint that keeps new pods off the node during the change; its value is O(config_name).
     type: str
     default: gpuops.io/mig-reconfigure
-    no_log: false
   taint_effect:
     description: Effect of that taint.
     type: str
@@ -249,7 +248,7 @@ EXAMPLES = r"""
   gpuops.nvidia.k8s_node_rollout:
     phase: fail
     name: gpu-node-1
-    message: "apply: NVML refused the GPU instance"
+    reason: "apply: NVML refused the GPU instance"
   delegate_to: localhost
 """
 
@@ -350,7 +349,7 @@ def main() -> None:
                 "pod_devices": {"type": "raw"},
                 "config_name": {"type": "str"},
                 "plugin_config": {"type": "str"},
-                "message": {"type": "str"},
+                "reason": {"type": "str"},
             },
             phase={"type": "str", "required": True, "choices": list(PHASES)},
             taint_key={"type": "str", "default": "gpuops.io/mig-reconfigure", "no_log": False},

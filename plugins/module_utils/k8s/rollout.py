@@ -479,7 +479,7 @@ def release(client: KubeClient, entries: list[Mapping[str, Any]], settings: Roll
 
 
 def fail(client: KubeClient, entries: list[Mapping[str, Any]], settings: RolloutSettings, check_mode: bool) -> dict[str, dict[str, Any]]:
-    """Mark every node of ``entries`` failed with its ``message``, resuming the GPU clients the
+    """Mark every node of ``entries`` failed with its ``reason``, resuming the GPU clients the
     rollout paused, in one write: a node never sits paused advertising 0 GPUs. The taint and the
     cordon stay, so nothing new lands on half-changed GPUs."""
     runs = [NodeRun(entry) for entry in entries]
@@ -487,7 +487,7 @@ def fail(client: KubeClient, entries: list[Mapping[str, Any]], settings: Rollout
     def mark(run: NodeRun) -> None:
         def compute(node: dict[str, Any]) -> dict[str, Any] | None:
             labels = dict(resume_labels(node), **{STATE_LABEL: "failed"})
-            message = str(run.entry.get("message") or "failed")[:4000]
+            message = str(run.entry.get("reason") or "failed")[:4000]
             return node_write({"labels": labels, "annotations": {MESSAGE_ANNOTATION: message}})(node)
         outcome = change_node(client, run.name, compute, client.retry.deadline(settings.timeout), check_mode)
         run.first, run.node = outcome.before, outcome.after

@@ -244,7 +244,7 @@ def test_fail_resumes_the_paused_clients_and_marks_the_node_failed_in_one_write(
     kube = cluster(fake_kube)
     r.fence(kube, [entry("gpu-node-1")], settings(), check_mode=False)
     patches = kube.count("patch_node")
-    results = r.fail(kube, [{"name": "gpu-node-1", "message": "apply: NVML refused"}], settings(), check_mode=False)
+    results = r.fail(kube, [{"name": "gpu-node-1", "reason": "apply: NVML refused"}], settings(), check_mode=False)
     assert not results["gpu-node-1"]["failed"] and kube.count("patch_node") == patches + 1
     node = kube.nodes["gpu-node-1"]
     assert node["metadata"]["labels"][PLUGIN] == "true" and node["metadata"]["labels"][r.STATE_LABEL] == "failed"
