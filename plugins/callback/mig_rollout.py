@@ -71,13 +71,14 @@ def summary_lines(reports: dict[str, dict], failures: dict[str, str], check_mode
         result = report.get("result") or ("failed" if host in failures else "unknown")
         before = report.get("before") or "?"
         after = report.get("after") or before
-        evicted = report.get("evicted") or []
+        # In check mode nothing is evicted: the pods listed are those the run would evict.
+        evicted = (report.get("would_evict") or []) if check_mode else (report.get("evicted") or [])
         seconds = report.get("seconds")
         timing = f"{float(seconds):.1f}s" if seconds not in (None, "") else "-"
         moved = f"{len(evicted)} pod(s) to evict" if check_mode else f"{len(evicted)} pod(s) evicted"
         line = f"{node}: {before} -> {after}; {moved}; {timing}; {result}"
         message = report.get("message") or failures.get(host)
-        if result in ("failed", "skipped") and message:
+        if result in ("failed", "skipped", "deferred") and message:
             line += f": {message}"
         device_map = report.get("device_map")
         blind = isinstance(device_map, dict) and not device_map.get("available", True)

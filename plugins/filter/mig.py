@@ -11,7 +11,7 @@ the plan's ``to_dict()`` form and the Node object, documented in docs/rolling-re
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
 from ansible.errors import AnsibleFilterError
 
@@ -20,7 +20,6 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import resources
 from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import PYNVML_MISSING
 
 DEPLOY_LABEL_PREFIX = "nvidia.com/gpu.deploy."
-PAUSED = "paused-for-mig-change"
 CONFIG_LABEL = "nvidia.com/mig.config"
 STATE_LABEL = "nvidia.com/mig.config.state"
 #: A node labelled with it (value "true") is kept out of every rollout: never fenced, drained or changed.
@@ -211,63 +210,6 @@ def mig_node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) 
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def gpu_clients_running(node: Mapping[str, Any], clients: Iterable[str]) -> Dict[str, str]:
-    """The ``nvidia.com/gpu.deploy.<client>`` labels of the node whose value is "true"."""
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    keys = [DEPLOY_LABEL_PREFIX + client for client in clients]
-    return {key: labels[key] for key in keys if labels.get(key) == "true"}
-
-
-def gpu_clients_paused(running: Mapping[str, str]) -> Dict[str, str]:
-    """The labels that pause the given clients."""
-    return {key: PAUSED for key in running}
-
-
-def gpu_clients_to_resume(node: Mapping[str, Any], paused: Mapping[str, str], enable: Iterable[str]) -> Dict[str, str]:
-    """Labels that restore the paused clients and switch on the ``enable`` clients a node lacks.
-
-    A client labelled "false" by its owner stays off; a client paused by an earlier, interrupted
-    run (still "paused-for-mig-change") is resumed too.
-    """
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    wanted = {key: "true" for key in paused}
-    for client in enable:
-        key = DEPLOY_LABEL_PREFIX + client
-        if labels.get(key) in (None, PAUSED):
-            wanted[key] = "true"
-    for key, value in labels.items():
-        if key.startswith(DEPLOY_LABEL_PREFIX) and value == PAUSED:
-            wanted[key] = "true"
-    return wanted
-
-
-def batch_failures(steps: Iterable[Sequence[Any]], nodes: Iterable[str]) -> Dict[str, str]:
-    """The first failure of each node in a batch's steps, as ``{node: "step: reason"}``.
-
-    ``steps`` are ``[name, result]`` pairs in the order the steps ran, each result registered from
-    a Kubernetes module run for the batch (``nodes``). A node failed a step when the step's
-    per-node result says so, or when the step failed as a whole (no per-node results) while the
-    node was still going. Skipped steps, and nodes a step left alone, did not fail.
-    """
-    failures: Dict[str, str] = {}
-    nodes = list(nodes)
-    for name, result in steps:
-        if not result or result.get("skipped"):
-            continue
-        per_node = result.get("nodes")
-        if per_node is None:
-            # A run that returned no per-node results failed before it got to any node. The
-            # registered result may say failed=false: the playbook's failed_when leaves failing to
-            # the per-host check.
-            for node in nodes:
-                failures.setdefault(node, "{0}: {1}".format(name, result.get("msg") or "failed"))
-            continue
-        for node, outcome in per_node.items():
-            if (outcome or {}).get("failed"):
-                failures.setdefault(node, "{0}: {1}".format(name, outcome.get("msg") or "failed"))
-    return failures
-
-
 class FilterModule:
     """Filters of the rolling MIG reconfiguration."""
 
@@ -279,8 +221,4 @@ class FilterModule:
             "mig_changing_devices": mig_changing_devices,
             "mig_node_plan": mig_node_plan,
             "mig_node_decision": mig_node_decision,
-            "gpu_clients_running": gpu_clients_running,
-            "gpu_clients_paused": gpu_clients_paused,
-            "gpu_clients_to_resume": gpu_clients_to_resume,
-            "batch_failures": batch_failures,
         }

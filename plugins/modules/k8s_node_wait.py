@@ -33,7 +33,7 @@ options:
         batch waits until every node is done or O(timeout) has passed.
       - A node's failure does not stop the others. The run fails at the end naming the nodes that failed, and returns
         each node's result under RV(nodes), so that a playbook can fail exactly the hosts of those nodes (the task's
-        C(failed_when) set to V(false), then a check per host; see the filter P(gpuops.nvidia.batch_failures#filter)).
+        C(failed_when) set to V(false), then a check per host on RV(nodes)).
     type: list
     elements: dict
     suboptions:

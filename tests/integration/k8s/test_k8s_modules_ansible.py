@@ -261,16 +261,10 @@ BATCH_PLAYBOOK = """
       register: waited
       failed_when: false
 
-    - name: A check per host fails exactly the hosts of the failed nodes
-      ansible.builtin.set_fact:
-        failures: >-
-          {{ [['fence', fence], ['evacuate', evacuate], ['pause', pause], ['wait', waited]]
-             | gpuops.nvidia.batch_failures(['gpu-node-1', 'gpu-node-2', 'gpu-node-3', 'gpu-node-9']) }}
-
     - name: Save what the modules returned
       ansible.builtin.copy:
         dest: "{{ results_file }}"
-        content: "{{ {'fence': fence, 'evacuate': evacuate, 'pause': pause, 'waited': waited, 'failures': failures} | to_json }}"
+        content: "{{ {'fence': fence, 'evacuate': evacuate, 'pause': pause, 'waited': waited} | to_json }}"
         mode: "0600"
 """
 
@@ -317,12 +311,6 @@ def test_batch_runs_each_node_with_its_own_arguments_and_reports_each_nodes_fail
     assert "labels[never]" in waited["nodes"]["gpu-node-3"]["msg"]
     # One watch of the nodes served the whole batch.
     assert len(kube.requests(verb="watch", resource="nodes")) <= 2
-
-    assert results["failures"] == {
-        "gpu-node-9": "fence: " + fence["nodes"]["gpu-node-9"]["msg"],
-        "gpu-node-2": "evacuate: " + evacuate["nodes"]["gpu-node-2"]["msg"],
-        "gpu-node-3": "pause: " + pause["nodes"]["gpu-node-3"]["msg"],
-    }
 
 
 CORDON_RECORD_PLAYBOOK = """

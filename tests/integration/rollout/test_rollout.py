@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -514,6 +515,13 @@ def test_a_reboot_for_a_mode_change_drains_the_whole_node_first(sim_cluster):
     # Without the budget the node is drained, rebooted and changed; no pod died with the reboot.
     cluster.store.delete("poddisruptionbudgets", "default", "gpu-one")
     on_node = {p["metadata"]["name"] for p in cluster.pods("default") if p["spec"].get("nodeName") == node}
+    # A rehearsal lists them too: the drain before the reboot the mode change may need.
+    cluster.clear_requests()
+    rehearsal = cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=after", "--check")
+    assert not mutations(cluster.requests()) and nvml.read_state(state)["boot_count"] == boots
+    summary = rehearsal.output.split("MIG ROLLOUT SUMMARY")[1]
+    predicted = set(re.findall(r"^  would evict default/(\S+): ", summary, re.M))
+    assert predicted == on_node
     cluster.clear_requests()
     cluster.playbook("mig-reconfigure.yml", *common, "-e", "mig_config_name=after")
     assert nvml.read_state(state)["boot_count"] == boots + 1
@@ -525,3 +533,4 @@ def test_a_reboot_for_a_mode_change_drains_the_whole_node_first(sim_cluster):
     assert not killed, "pods died with the reboot without eviction: %s" % killed
     evicted = {r["name"] for r in evictions(requests) if r["status"] < 300}
     assert on_other_gpu <= evicted and on_node <= evicted
+    assert evicted == predicted

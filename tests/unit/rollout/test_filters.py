@@ -106,49 +106,6 @@ def test_advertised_diff_compares_resources_and_labels():
     assert f.mig_advertised_diff(node, expected) == ["allocatable nvidia.com/mig-3g.20gb is 2, expected 0"]
 
 
-def test_clients_pause_and_resume_restore_exactly_what_ran():
-    node = {"metadata": {"labels": {
-        "nvidia.com/gpu.deploy.device-plugin": "true",
-        "nvidia.com/gpu.deploy.dcgm-exporter": "false",
-        "nvidia.com/gpu.deploy.gpu-feature-discovery": "paused-for-mig-change",
-    }}}
-    running = f.gpu_clients_running(node, ["device-plugin", "dcgm-exporter", "gpu-feature-discovery"])
-    assert running == {"nvidia.com/gpu.deploy.device-plugin": "true"}
-    assert f.gpu_clients_paused(running) == {"nvidia.com/gpu.deploy.device-plugin": "paused-for-mig-change"}
-    resumed = f.gpu_clients_to_resume(node, running, [])
-    # A client left paused by an interrupted run is resumed; one switched off stays off.
-    assert resumed == {"nvidia.com/gpu.deploy.device-plugin": "true", "nvidia.com/gpu.deploy.gpu-feature-discovery": "true"}
-
-
-def test_first_install_switches_on_the_plugin_and_gfd():
-    node = {"metadata": {"labels": {}}}
-    assert f.gpu_clients_to_resume(node, {}, ["device-plugin", "gpu-feature-discovery"]) == {
-        "nvidia.com/gpu.deploy.device-plugin": "true",
-        "nvidia.com/gpu.deploy.gpu-feature-discovery": "true",
-    }
-
-
-def test_batch_failures_name_each_nodes_first_failed_step():
-    begun = {"changed": True, "nodes": {"n1": {"changed": True}, "n2": {"failed": True, "msg": "node n2 not found"}}}
-    evacuated = {"failed": True, "msg": "1 of 2 nodes failed", "nodes": {"n1": {"failed": True, "msg": "PDB blocked"}}}
-    paused = {"skipped": True}
-    assert f.batch_failures([["taint", begun], ["evict", evacuated], ["pause", paused]], ["n1", "n2", "n3"]) == {
-        "n1": "evict: PDB blocked",
-        "n2": "taint: node n2 not found",
-    }
-
-
-def test_a_step_that_failed_as_a_whole_fails_every_node_still_going():
-    begun = {"nodes": {"n1": {"failed": True, "msg": "gone"}, "n2": {}}}
-    # Registered with failed_when: false, as the role does.
-    broken = {"failed": False, "msg": "Cannot load Kubernetes configuration"}
-    assert f.batch_failures([["taint", begun], ["evict", broken]], ["n1", "n2"]) == {
-        "n1": "taint: gone",
-        "n2": "evict: Cannot load Kubernetes configuration",
-    }
-    assert f.batch_failures([["taint", None], ["evict", {"skipped": True}]], ["n1"]) == {}
-
-
 @pytest.mark.parametrize("replicas", [-1, "x"])
 def test_bad_time_slicing_replicas_are_refused(replicas):
     with pytest.raises(AnsibleFilterError, match="replicas"):
@@ -195,8 +152,8 @@ def test_summary_says_when_the_device_map_was_unavailable_and_lists_the_pods():
 
 
 def test_summary_in_check_mode_lists_the_pods_each_node_would_lose_and_why():
-    report = {"node": "gpu-1", "before": "x", "after": "y", "seconds": 1, "result": "success",
-              "evicted": [{"namespace": "ml", "name": "a", "reason": "uses MIG-1"}],
+    report = {"node": "gpu-1", "before": "x", "after": "y", "seconds": 1, "result": "success", "evicted": [],
+              "would_evict": [{"namespace": "ml", "name": "a", "reason": "uses MIG-1"}],
               "device_map": {"available": True, "reason": None}}
     assert summary_lines({"a": report}, {}, check_mode=True) == [
         "gpu-1: x -> y; 1 pod(s) to evict; 1.0s; success", "  would evict ml/a: uses MIG-1"]
