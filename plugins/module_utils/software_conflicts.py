@@ -79,6 +79,23 @@ def _takes_over(finding: Mapping[str, Any], settings: Mapping[str, Any]) -> bool
             and finding.get("component") in (sw.DEVICE_PLUGIN, sw.GFD) and _helm_release(finding))
 
 
+def _advertising_conflicts(finding: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A device plugin taken over must advertise what the collection's will: the same MIG strategy and
+    time-slicing replicas, or GPU pods would see their node's resources renamed under them."""
+    found = finding.get("settings") or {}
+    wanted = {"mig_strategy": (str(settings.get("mig_strategy") or "none"), "k8s_gpu_mig_strategy"),
+              "time_slicing_replicas": (int(settings.get("time_slicing_replicas") or 1), "device_plugin_time_slicing_replicas")}
+    conflicts = []
+    for key, (value, setting) in wanted.items():
+        if key in found and found[key] != value:
+            conflicts.append(_conflict(finding["component"], finding, (
+                "{0} runs {1}{2} ({3}) with {4} {5}, and the collection's would use {6}: {7}. Taking it over would change "
+                "what every node advertises. Set {6}: {5} to keep it, or uninstall the release first.").format(
+                    _where(finding), _NAMES[finding["component"]], _version(finding), _manager(finding),
+                    key.replace("_", " "), found[key], setting, value)))
+    return conflicts
+
+
 def cluster_conflicts(cluster: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Conflicts with what runs on the cluster (one per workload or ClusterPolicy)."""
     standalone = settings.get("gpu_stack", "standalone") == "standalone"
@@ -94,6 +111,7 @@ def cluster_conflicts(cluster: Mapping[str, Any], settings: Mapping[str, Any]) -
         for finding in foreign:
             if finding["component"] in (sw.DEVICE_PLUGIN, sw.GFD):
                 if _takes_over(finding, settings):
+                    conflicts.extend(_advertising_conflicts(finding, settings))
                     continue
                 take_over = ""
                 if _helm_release(finding):

@@ -206,6 +206,11 @@ def test_taking_over_a_helm_device_plugin_and_gfd_moves_node_by_node_without_evi
     running = wait_running(cluster, "train", 1)
     assert len(running) == 1
     cluster.clear_requests()
+    # A take-over that would advertise with another strategy than the release's is refused, naming both.
+    other = cluster.playbook("nvidia-gpu-operator.yml", "-e", "k8s_gpu_mig_strategy=mixed",
+                             "-e", "existing_software_take_over_device_plugin=true", check=False)
+    refused(other, "DaemonSet nvidia-device-plugin-helm/nvdp-nvidia-device-plugin runs the NVIDIA device plugin v0.17.0",
+            "with mig strategy single", "k8s_gpu_mig_strategy: mixed")
     allow = ["-e", "k8s_gpu_mig_strategy=single", "-e", "existing_software_take_over_device_plugin=true"]
 
     with DevicePluginWatch(cluster) as watch:

@@ -106,3 +106,13 @@ def test_the_fence_keeps_what_the_daemonset_required_and_adds_the_absent_label_t
     assert sc.fenced_affinity(fenced, fence["key"]) == affinity
     assert sc.fenced_affinity({}, fence["key"]) == {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": [fence]}]}}}
+
+
+def test_a_take_over_that_would_change_the_strategy_or_sharing_is_refused_naming_both():
+    plugin = dict(HELM_PLUGIN, settings={"mig_strategy": "single", "time_slicing_replicas": 4})
+    allowed = dict(STANDALONE, take_over_device_plugin=True, mig_strategy="mixed", time_slicing_replicas=1)
+    strategy, replicas = sc.cluster_conflicts({"workloads": [plugin]}, allowed)
+    assert "mig strategy single" in strategy["message"] and "k8s_gpu_mig_strategy: mixed" in strategy["message"]
+    assert "time slicing replicas 4" in replicas["message"] and "device_plugin_time_slicing_replicas: 1" in replicas["message"]
+    same = dict(allowed, mig_strategy="single", time_slicing_replicas=4)
+    assert sc.cluster_conflicts({"workloads": [plugin]}, same) == []
