@@ -30,11 +30,20 @@ def existing_software_plan(cluster: Mapping[str, Any], nodes: Iterable[Mapping[s
         mig_services[host] = sc.mig_services_to_take_over(software, node_settings)
     found = sc.found_lines(cluster, {node.get("host"): node.get("software") or {} for node in nodes})
     return {"conflicts": conflicts, "found": found, "mig_services": mig_services,
-            "operator_mig_managers": sc.operator_mig_managers_to_disable(cluster, settings)}
+            "operator_mig_managers": sc.operator_mig_managers_to_disable(cluster, settings),
+            "device_plugins": sc.device_plugins_to_take_over(cluster, settings)}
+
+
+def existing_software_fenced_affinity(daemonset: Mapping[str, Any], deploy_label: str) -> Dict[str, Any]:
+    """The affinity that keeps a DaemonSet being taken over off the nodes labelled ``deploy_label``."""
+    if not isinstance(daemonset, Mapping) or not deploy_label:
+        raise AnsibleFilterError("existing_software_fenced_affinity: a DaemonSet and a label key are required")
+    return sc.fenced_affinity(daemonset, deploy_label)
 
 
 class FilterModule:
     """Filters about the NVIDIA software already on a cluster."""
 
     def filters(self):
-        return {"existing_software_plan": existing_software_plan}
+        return {"existing_software_plan": existing_software_plan,
+                "existing_software_fenced_affinity": existing_software_fenced_affinity}

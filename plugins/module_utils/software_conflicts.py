@@ -22,6 +22,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s import gpu_softw
 
 TAKE_OVER_MIG_SERVICE = "existing_software_take_over_mig_parted_service"
 DISABLE_OPERATOR_MIG_MANAGER = "existing_software_disable_operator_mig_manager"
+TAKE_OVER_DEVICE_PLUGIN = "existing_software_take_over_device_plugin"
 
 _NAMES = {
     sw.DEVICE_PLUGIN: "the NVIDIA device plugin", sw.GFD: "GPU Feature Discovery", sw.MIG_MANAGER: "NVIDIA's MIG manager",
@@ -67,6 +68,34 @@ def _conflict(component: str, finding: Mapping[str, Any], message: str, node: st
             "name": finding.get("name", ""), "version": finding.get("version", ""), "node": node, "message": message}
 
 
+def _helm_release(finding: Mapping[str, Any]) -> bool:
+    """Whether the workload is a DaemonSet of a helm release (the objects a take-over can find and remove)."""
+    manager = finding.get("manager") or {}
+    return finding.get("kind") == "DaemonSet" and manager.get("type") == "helm" and bool(manager.get("name"))
+
+
+def _takes_over(finding: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    return (bool(settings.get("take_over_device_plugin")) and settings.get("gpu_stack", "standalone") == "standalone"
+            and finding.get("component") in (sw.DEVICE_PLUGIN, sw.GFD) and _helm_release(finding))
+
+
+def _advertising_conflicts(finding: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A device plugin taken over must advertise what the collection's will: the same MIG strategy and
+    time-slicing replicas, or GPU pods would see their node's resources renamed under them."""
+    found = finding.get("settings") or {}
+    wanted = {"mig_strategy": (str(settings.get("mig_strategy") or "none"), "k8s_gpu_mig_strategy"),
+              "time_slicing_replicas": (int(settings.get("time_slicing_replicas") or 1), "device_plugin_time_slicing_replicas")}
+    conflicts = []
+    for key, (value, setting) in wanted.items():
+        if key in found and found[key] != value:
+            conflicts.append(_conflict(finding["component"], finding, (
+                "{0} runs {1}{2} ({3}) with {4} {5}, and the collection's would use {6}: {7}. Taking it over would change "
+                "what every node advertises. Set {6}: {5} to keep it, or uninstall the release first.").format(
+                    _where(finding), _NAMES[finding["component"]], _version(finding), _manager(finding),
+                    key.replace("_", " "), found[key], setting, value)))
+    return conflicts
+
+
 def cluster_conflicts(cluster: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Conflicts with what runs on the cluster (one per workload or ClusterPolicy)."""
     standalone = settings.get("gpu_stack", "standalone") == "standalone"
@@ -81,11 +110,17 @@ def cluster_conflicts(cluster: Mapping[str, Any], settings: Mapping[str, Any]) -
                 "GPU Operator.").format(_where(policy), _version(policy), ", ".join(policy.get("manages") or []) or "no component")))
         for finding in foreign:
             if finding["component"] in (sw.DEVICE_PLUGIN, sw.GFD):
+                if _takes_over(finding, settings):
+                    conflicts.extend(_advertising_conflicts(finding, settings))
+                    continue
+                take_over = ""
+                if _helm_release(finding):
+                    take_over = " Or set {0}: true to replace it with the collection's node by node.".format(TAKE_OVER_DEVICE_PLUGIN)
                 conflicts.append(_conflict(finding["component"], finding, (
                     "{0} runs {1}{2} ({3}){4}, beside the collection's in namespace {5}: two of them would advertise "
-                    "and label the same GPUs. Then {6}, and run again.").format(
+                    "and label the same GPUs. Then {6}, and run again.{7}").format(
                         _where(finding), _NAMES[finding["component"]], _version(finding), _manager(finding), _nodes(finding),
-                        settings.get("device_plugin_namespace", "nvidia-device-plugin"), _removal(finding))))
+                        settings.get("device_plugin_namespace", "nvidia-device-plugin"), _removal(finding), take_over)))
     else:
         release, namespace = settings.get("gpu_operator_release_name"), settings.get("gpu_operator_namespace")
         for policy in policies:
@@ -160,6 +195,42 @@ def operator_mig_managers_to_disable(cluster: Mapping[str, Any], settings: Mappi
     if settings.get("gpu_stack") != "operator" or not settings.get("disable_operator_mig_manager"):
         return []
     return [p["name"] for p in cluster.get("cluster_policies") or [] if sw.MIG_MANAGER in (p.get("manages") or [])]
+
+
+def device_plugins_to_take_over(cluster: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The device plugin and GFD DaemonSets of helm releases the collection replaces, where the settings allow it:
+    namespace, name, component, the nvidia.com/gpu.deploy.<client> label whose presence keeps it off a node,
+    and its release (name, namespace)."""
+    clients = {sw.DEVICE_PLUGIN: "device-plugin", sw.GFD: "gpu-feature-discovery"}
+    taken = []
+    for finding in cluster.get("workloads") or []:
+        if _takes_over(finding, settings):
+            manager = finding.get("manager") or {}
+            taken.append({"namespace": finding.get("namespace"), "name": finding.get("name"), "component": finding["component"],
+                          "deploy_label": "nvidia.com/gpu.deploy." + clients[finding["component"]],
+                          "release": manager.get("name"), "release_namespace": manager.get("namespace") or finding.get("namespace")})
+    return sorted(taken, key=lambda t: (t["namespace"], t["name"]))
+
+
+def fenced_affinity(daemonset: Mapping[str, Any], deploy_label: str) -> dict[str, Any]:
+    """The pod affinity of a DaemonSet being taken over: what it requires already, and, in every term
+    (terms are ORed, expressions ANDed), that the node carries no ``deploy_label``. The collection's
+    DaemonSet runs only where that label is "true": one label write moves a node from one to the other."""
+    spec = ((daemonset.get("spec") or {}).get("template") or {}).get("spec") or {}
+    affinity = dict(spec.get("affinity") or {})
+    node_affinity = dict(affinity.get("nodeAffinity") or {})
+    required = dict(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    fence = {"key": deploy_label, "operator": "DoesNotExist"}
+    terms = []
+    for term in required.get("nodeSelectorTerms") or [{}]:
+        term = dict(term)
+        expressions = [e for e in term.get("matchExpressions") or [] if e.get("key") != deploy_label]
+        term["matchExpressions"] = expressions + [fence]
+        terms.append(term)
+    required["nodeSelectorTerms"] = terms
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = required
+    affinity["nodeAffinity"] = node_affinity
+    return affinity
 
 
 def found_lines(cluster: Mapping[str, Any], nodes: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -82,6 +82,13 @@ workloads:
       description: For a DaemonSet, the nodes its pods run on.
       type: list
       elements: str
+    settings:
+      description:
+        - For a device plugin DaemonSet, what it advertises with, where its config file (the ConfigMap of its pods'
+          volumes, the key C(DEFAULT_CONFIG) names) or its C(MIG_STRATEGY) environment says it.
+        - C(mig_strategy), and C(time_slicing_replicas) (V(1) without sharing) when read from a config file.
+      type: dict
+      returned: for a device plugin DaemonSet
   sample:
     - kind: DaemonSet
       namespace: kube-system
@@ -91,6 +98,7 @@ workloads:
       manager: {type: helm, name: nvdp, namespace: kube-system}
       node_selector: {}
       nodes: [gpu-node-1]
+      settings: {mig_strategy: single, time_slicing_replicas: 1}
 cluster_policies:
   description:
     - One entry per ClusterPolicy, with the components the GPU Operator manages through it (C(manages)), its MIG

@@ -285,6 +285,43 @@ def selector_text(workload: Mapping[str, Any]) -> str | None:
     return ",".join(pairs) or None
 
 
+def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {_str(_dict(e).get("name")): _str(_dict(e).get("value")) for e in _list(container.get("env"))}
+
+
+def plugin_settings(workload: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """How a device plugin DaemonSet advertises: ``mig_strategy`` and ``time_slicing_replicas`` (1 without
+    sharing), from its config file (the ConfigMap of its pods' volumes, the key its DEFAULT_CONFIG names or
+    the only one) or else from its MIG_STRATEGY environment. Empty where neither says."""
+    import yaml  # pylint: disable=import-outside-toplevel  # only a device plugin's config needs it
+
+    pod_spec = _dict(_dict(_dict(workload.get("spec")).get("template")).get("spec"))
+    containers = [_dict(c) for c in _list(pod_spec.get("initContainers")) + _list(pod_spec.get("containers"))]
+    env: dict[str, str] = {}
+    for container in containers:
+        env.update({k: v for k, v in _env(container).items() if v})
+    settings: dict[str, Any] = {}
+    for volume in _list(pod_spec.get("volumes")):
+        data = _dict(_dict(config_maps.get(_str(_dict(_dict(volume).get("configMap")).get("name")))).get("data"))
+        key = env.get("DEFAULT_CONFIG") if env.get("DEFAULT_CONFIG") in data else (next(iter(data)) if len(data) == 1 else None)
+        if not key:
+            continue
+        try:
+            config = _dict(yaml.safe_load(data[key]))
+        except yaml.YAMLError:
+            continue
+        strategy = _str(_dict(config.get("flags")).get("migStrategy"))
+        if strategy:
+            settings["mig_strategy"] = strategy
+        replicas = [r.get("replicas") for r in _list(_dict(_dict(config.get("sharing")).get("timeSlicing")).get("resources"))
+                    if isinstance(r, dict) and isinstance(r.get("replicas"), int)]
+        settings["time_slicing_replicas"] = max(replicas) if replicas else 1
+        break
+    if "mig_strategy" not in settings and env.get("MIG_STRATEGY"):
+        settings["mig_strategy"] = env["MIG_STRATEGY"]
+    return settings
+
+
 def read_cluster(client: Any) -> dict[str, Any]:
     """List what ``discover`` reads, and add the nodes each foreign DaemonSet's pods run on."""
     daemonsets = _read_list(client, "/apis/apps/v1/daemonsets")
@@ -292,8 +329,16 @@ def read_cluster(client: Any) -> dict[str, Any]:
                      _read_list(client, CLUSTER_POLICIES_PATH, missing_ok=True), _read_list(client, "/api/v1/nodes"))
     by_name = {(_str(_dict(d.get("metadata")).get("namespace")), _str(_dict(d.get("metadata")).get("name"))): d
                for d in daemonsets if isinstance(d, dict)}
+    config_maps: dict[str, dict[str, Any]] = {}
     for finding in found["workloads"]:
         workload = by_name.get((finding["namespace"], finding["name"])) if finding["kind"] == "DaemonSet" else None
+        if workload and finding["component"] == DEVICE_PLUGIN:
+            if finding["namespace"] not in config_maps:
+                config_maps[finding["namespace"]] = {
+                    _str(_dict(c.get("metadata")).get("name")): c
+                    for c in _read_list(client, "/api/v1/namespaces/{0}/configmaps".format(finding["namespace"]))
+                    if isinstance(c, dict)}
+            finding["settings"] = plugin_settings(workload, config_maps[finding["namespace"]])
         selector = selector_text(workload) if workload else None
         if not selector:
             continue

@@ -143,3 +143,93 @@ def test_with_the_operator_stack_its_mig_manager_is_switched_off_before_the_firs
         assert device_daemons(cluster, node) == [("gpu-operator", "gpu-feature-discovery"),
                                                  ("gpu-operator", "nvidia-device-plugin-daemonset")]
     assert cluster.playbook("nvidia-gpu-operator.yml", *allow).changed == 0
+
+
+class DevicePluginWatch:
+    """Reads the emulator's pods over a whole run and keeps every moment a GPU node ran two device plugin
+    pods, or none at all (Running or being started) while a GPU pod ran there."""
+
+    def __init__(self, cluster) -> None:
+        import threading  # pylint: disable=import-outside-toplevel
+        self.cluster = cluster
+        self.two: list[tuple[str, list[str]]] = []
+        self.none: list[tuple[str, list[str]]] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _sample(self) -> None:
+        plugins: dict[str, list[str]] = {node: [] for node in self.cluster.nodes}
+        running: dict[str, list[str]] = {node: [] for node in self.cluster.nodes}
+        gpu_pods: dict[str, list[str]] = {node: [] for node in self.cluster.nodes}
+        for pod in self.cluster.pods():
+            node, phase = pod["spec"].get("nodeName"), pod.get("status", {}).get("phase")
+            if node not in plugins or pod["metadata"].get("deletionTimestamp") or phase in ("Succeeded", "Failed"):
+                continue
+            owner = (pod["metadata"].get("ownerReferences") or [{}])[0].get("name", "")
+            if owner.endswith("device-plugin") or owner.endswith("device-plugin-daemonset"):
+                plugins[node].append(owner)
+                if phase == "Running":
+                    running[node].append(owner)
+            elif any(name.startswith("nvidia.com/") for c in pod["spec"].get("containers", [])
+                     for name in (c.get("resources", {}).get("limits") or {})) and phase == "Running":
+                gpu_pods[node].append(pod["metadata"]["name"])
+        for node in self.cluster.nodes:
+            if len(running[node]) > 1:
+                self.two.append((node, running[node]))
+            if gpu_pods[node] and not plugins[node]:
+                self.none.append((node, gpu_pods[node]))
+        self.samples += 1
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> "DevicePluginWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_taking_over_a_helm_device_plugin_and_gfd_moves_node_by_node_without_evicting(sim_cluster):
+    from test_rollout import gpu_pods, pod_deletes, wait_running  # pylint: disable=import-outside-toplevel
+    cluster = sim_cluster(POOL, strategy="single", installed_by="helm")
+    settled(cluster)
+    allocatable = {node: {k: v for k, v in cluster.node(node)["status"]["allocatable"].items() if k.startswith("nvidia.com/")}
+                   for node in cluster.nodes}
+    resource = sorted(allocatable["gpu-node-1"])[0]
+    cluster.workload(name="train", resource=resource, count=1)
+    running = wait_running(cluster, "train", 1)
+    assert len(running) == 1
+    cluster.clear_requests()
+    # A take-over that would advertise with another strategy than the release's is refused, naming both.
+    other = cluster.playbook("nvidia-gpu-operator.yml", "-e", "k8s_gpu_mig_strategy=mixed",
+                             "-e", "existing_software_take_over_device_plugin=true", check=False)
+    refused(other, "DaemonSet nvidia-device-plugin-helm/nvdp-nvidia-device-plugin runs the NVIDIA device plugin v0.17.0",
+            "with mig strategy single", "k8s_gpu_mig_strategy: mixed")
+    allow = ["-e", "k8s_gpu_mig_strategy=single", "-e", "existing_software_take_over_device_plugin=true"]
+
+    with DevicePluginWatch(cluster) as watch:
+        cluster.playbook("nvidia-gpu-operator.yml", *allow)
+    assert watch.samples > 0
+    assert not watch.two, watch.two[:5]
+    assert not watch.none, watch.none[:5]
+
+    requests = cluster.requests()
+    assert not [r for r in requests if r.get("subresource") == "eviction"]
+    assert not pod_deletes(requests)
+    assert gpu_pods(cluster, "train") == running
+    for node in cluster.nodes:
+        assert device_daemons(cluster, node) == [("nvidia-device-plugin", "gpu-feature-discovery"),
+                                                 ("nvidia-device-plugin", "nvidia-device-plugin-daemonset")]
+        assert {k: v for k, v in cluster.node(node)["status"]["allocatable"].items()
+                if k.startswith("nvidia.com/")} == allocatable[node]
+    release = [obj["metadata"]["name"] for kind in ("daemonsets", "configmaps") for obj in cluster.store.list(kind)
+               if obj["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == "nvdp"
+               and obj["metadata"].get("labels", {}).get("app.kubernetes.io/name") in ("nvidia-device-plugin", "gpu-feature-discovery")]
+    assert release == []
+    assert cluster.playbook("nvidia-gpu-operator.yml", *allow).changed == 0

@@ -68,3 +68,51 @@ def test_a_foreign_dcgm_exporter_is_refused_only_when_the_collection_deploys_one
     assert sc.cluster_conflicts({"workloads": [exporter]}, STANDALONE) == []
     [conflict] = sc.cluster_conflicts({"workloads": [exporter]}, dict(STANDALONE, dcgm_exporter_enabled=True))
     assert "dcgm_exporter_enabled: false" in conflict["message"]
+
+
+def test_a_helm_device_plugin_is_taken_over_instead_of_refused_where_allowed():
+    gfd = dict(HELM_PLUGIN, name="nvdp-gpu-feature-discovery", component="gpu-feature-discovery")
+    cluster = {"workloads": [HELM_PLUGIN, gfd]}
+    refused = sc.cluster_conflicts(cluster, STANDALONE)
+    assert len(refused) == 2 and all(sc.TAKE_OVER_DEVICE_PLUGIN in c["message"] for c in refused)
+    assert sc.device_plugins_to_take_over(cluster, STANDALONE) == []
+    allowed = dict(STANDALONE, take_over_device_plugin=True)
+    assert sc.cluster_conflicts(cluster, allowed) == []
+    assert [(t["name"], t["deploy_label"], t["release"], t["release_namespace"])
+            for t in sc.device_plugins_to_take_over(cluster, allowed)] == [
+        ("nvdp-gpu-feature-discovery", "nvidia.com/gpu.deploy.gpu-feature-discovery", "nvdp", "kube-system"),
+        ("nvdp-nvidia-device-plugin", "nvidia.com/gpu.deploy.device-plugin", "nvdp", "kube-system")]
+
+
+def test_a_device_plugin_of_no_helm_release_is_still_refused_when_taking_over_is_allowed():
+    plain = dict(HELM_PLUGIN, manager={"type": "unknown", "name": ""})
+    allowed = dict(STANDALONE, take_over_device_plugin=True)
+    [conflict] = sc.cluster_conflicts({"workloads": [plain]}, allowed)
+    assert sc.TAKE_OVER_DEVICE_PLUGIN not in conflict["message"]
+    assert sc.device_plugins_to_take_over({"workloads": [plain]}, allowed) == []
+
+
+def test_the_fence_keeps_what_the_daemonset_required_and_adds_the_absent_label_to_every_term():
+    gpu = {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}
+    pci = {"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "In", "values": ["true"]}
+    daemonset = {"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [gpu]}, {"matchExpressions": [pci]}]}}}}}}}
+    fence = {"key": "nvidia.com/gpu.deploy.device-plugin", "operator": "DoesNotExist"}
+    affinity = sc.fenced_affinity(daemonset, fence["key"])
+    assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchExpressions": [gpu, fence]}, {"matchExpressions": [pci, fence]}]
+    # Fencing twice writes the same affinity: a re-run changes nothing.
+    fenced = {"spec": {"template": {"spec": {"affinity": affinity}}}}
+    assert sc.fenced_affinity(fenced, fence["key"]) == affinity
+    assert sc.fenced_affinity({}, fence["key"]) == {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [fence]}]}}}
+
+
+def test_a_take_over_that_would_change_the_strategy_or_sharing_is_refused_naming_both():
+    plugin = dict(HELM_PLUGIN, settings={"mig_strategy": "single", "time_slicing_replicas": 4})
+    allowed = dict(STANDALONE, take_over_device_plugin=True, mig_strategy="mixed", time_slicing_replicas=1)
+    strategy, replicas = sc.cluster_conflicts({"workloads": [plugin]}, allowed)
+    assert "mig strategy single" in strategy["message"] and "k8s_gpu_mig_strategy: mixed" in strategy["message"]
+    assert "time slicing replicas 4" in replicas["message"] and "device_plugin_time_slicing_replicas: 1" in replicas["message"]
+    same = dict(allowed, mig_strategy="single", time_slicing_replicas=4)
+    assert sc.cluster_conflicts({"workloads": [plugin]}, same) == []
