@@ -25,7 +25,7 @@ description:
   - A node labelled C(gpuops.io/mig-reconfigure.skip=true) is kept out of the rollout; its line says
     C(skipped) (from the C(mig_reconfigure_skipped) fact the validating play sets once for the run).
   - The data comes from the C(mig_reconfigure_report) fact the role sets on every exit path.
-  - In check mode the run ends with the fleet preview (banner C(MIG ROLLOUT PREVIEW)): the
+  - In check mode the run ends with the fleet preview (banner C(MIG ROLLOUT PREVIEW)), which lists the
     rollout's batches in order, per node the layout before and after, the pods it would evict with
     the reason, the PodDisruptionBudgets that would block (allowing 0 disruptions) and other waits,
     and the capacity per C(nvidia.com/*) resource while each batch is fenced and at the end. A fleet
@@ -36,7 +36,7 @@ options:
     description:
       - Where the check-mode preview is written, as C(<preview_path>.json) and C(<preview_path>.md)
         (a C(.json) or C(.md) suffix of the setting is dropped first). Nothing is written when unset.
-      - The playbook variable C(mig_rollout_preview_path) (for example C(-e mig_rollout_preview_path=...))
+      - The extra variable C(mig_rollout_preview_path) (C(-e mig_rollout_preview_path=...))
         takes precedence over this setting.
     type: path
     env:
