@@ -92,7 +92,7 @@ def node_pods(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             pods.append(dict(_pod(pod, REASON_DEVICE_MAP_UNAVAILABLE, ""),
                              reason="which pod holds which device is unknown: " + str(device_map.get("reason") or "no reason given")))
         else:
-            pods.append(_pod(pod, REASON_DEVICE, "holds a device that changes"))
+            pods.append(_pod(pod, REASON_DEVICE, "a target of the node's eviction"))
     return pods
 
 
