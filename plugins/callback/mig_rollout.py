@@ -61,7 +61,7 @@ REPORT_FACT = "mig_reconfigure_report"
 # Set once (run_once) by the validating play: the reports of the nodes labelled to be skipped.
 SKIPPED_FACT = "mig_reconfigure_skipped"
 # Set once (run_once, check mode) by the validating play: every GPU node as the preview needs it.
-PREVIEW_FACT = "mig_rollout_preview_nodes"
+PREVIEW_FACT = "mig_reconfigure_preview_nodes"
 PREVIEW_VARIABLE = "mig_rollout_preview_path"
 
 
