@@ -92,7 +92,7 @@ def test_preview_files_drop_a_given_suffix():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), min_size=0, max_size=8), st.integers(0, 4))
 def test_every_pending_node_is_in_exactly_one_batch_and_every_pod_listed_once(fleet, serial):
-    nodes = [node("n%d" % i, pending=pending) for i, (pending, _) in enumerate(fleet)]
+    nodes = [node("n%d" % i, pending=entry[0]) for i, entry in enumerate(fleet)]
     reports = {"n%d" % i: {"result": "success", "would_evict": [pod("n%d-p%d" % (i, j)) for j in range(count)] * 2}
                for i, (pending, count) in enumerate(fleet) if pending}
     preview = build_preview(nodes, reports, serial)
