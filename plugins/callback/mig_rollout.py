@@ -25,37 +25,53 @@ description:
   - A node labelled C(gpuops.io/mig-reconfigure.skip=true) is kept out of the rollout; its line says
     C(skipped) (from the C(mig_reconfigure_skipped) fact the validating play sets once for the run).
   - The data comes from the C(mig_reconfigure_report) fact the role sets on every exit path.
+  - In check mode the run ends with the fleet preview (banner C(MIG ROLLOUT PREVIEW)), which lists the
+    rollout's batches in order, per node the layout before and after, the pods it would evict with
+    the reason, the PodDisruptionBudgets that would block (allowing 0 disruptions) and other waits,
+    and the capacity per C(nvidia.com/*) resource while each batch is fenced and at the end. A fleet
+    that needs nothing says that nothing changes. See the Preview section of
+    docs/rolling-reconfigure.md for its format.
+options:
+  preview_path:
+    description:
+      - Where the check-mode preview is written, as C(<preview_path>.json) and C(<preview_path>.md)
+        (a C(.json) or C(.md) suffix of the setting is dropped first). Nothing is written when unset.
+      - The extra variable C(mig_rollout_preview_path) (C(-e mig_rollout_preview_path=...))
+        takes precedence over this setting.
+    type: path
+    env:
+      - name: GPUOPS_MIG_ROLLOUT_PREVIEW_PATH
+    ini:
+      - section: gpuops_mig_rollout
+        key: preview_path
 requirements:
   - enable it with C(callbacks_enabled = gpuops.nvidia.mig_rollout) in C(ansible.cfg) or
     E(ANSIBLE_CALLBACKS_ENABLED).
 """
 
+import json
+import os
+
 from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.preview import batch_sizes, build_preview, render_markdown
 
 ROLE_NAME = "mig_reconfigure"
 REPORT_FACT = "mig_reconfigure_report"
 # Set once (run_once) by the validating play: the reports of the nodes labelled to be skipped.
 SKIPPED_FACT = "mig_reconfigure_skipped"
+# Set once (run_once, check mode) by the validating play: every GPU node as the preview needs it.
+PREVIEW_FACT = "mig_reconfigure_preview_nodes"
+PREVIEW_VARIABLE = "mig_rollout_preview_path"
 
 
-def batch_sizes(serial: list, total: int) -> list[int]:
-    """Sizes of the serial batches Ansible makes of ``total`` hosts (``serial`` as in a play)."""
-    steps = [serial] if not isinstance(serial, list) else list(serial) or [0]
-    sizes: list[int] = []
-    remaining = total
-    index = 0
-    while remaining > 0:
-        step = steps[min(index, len(steps) - 1)]
-        text = str(step).strip()
-        if text.endswith("%"):
-            size = int(total * float(text[:-1]) / 100.0)
-        else:
-            size = int(text or 0)
-        size = remaining if size <= 0 else max(1, min(size, remaining))
-        sizes.append(size)
-        remaining -= size
-        index += 1
-    return sizes
+def preview_files(path: str) -> tuple[str, str]:
+    """The JSON and Markdown files of the preview for the ``preview_path`` setting."""
+    base = str(path)
+    for suffix in (".json", ".md"):
+        if base.endswith(suffix):
+            base = base[:-len(suffix)]
+    return base + ".json", base + ".md"
 
 
 def summary_lines(reports: dict[str, dict], failures: dict[str, str], check_mode: bool = False) -> list[str]:
@@ -111,8 +127,15 @@ class CallbackModule(CallbackBase):
         self._batches = 0
         self._total = 0
         self._in_rollout = False
+        self._preview_nodes = None
+        self._serial = None
+        self._preview_path = None
 
     def v2_playbook_on_play_start(self, play):
+        manager = play.get_variable_manager()
+        extra = getattr(manager, "extra_vars", None) or {}
+        if extra.get(PREVIEW_VARIABLE):
+            self._preview_path = str(extra[PREVIEW_VARIABLE])
         roles = {role.get_name(include_role_fqcn=False) for role in play.get_roles()}
         self._in_rollout = ROLE_NAME in roles
         if not self._in_rollout:
@@ -130,6 +153,7 @@ class CallbackModule(CallbackBase):
 
                 templar = Templar(loader=play._loader, variables=manager.get_vars(play=play))
                 serial = templar.template(serial)
+            self._serial = serial
             self._batches = len(batch_sizes(serial, self._total)) if self._total else 0
         self._batch += 1
         self._display.display(
@@ -150,6 +174,8 @@ class CallbackModule(CallbackBase):
             # A node skipped in the validating play: reported unless the rollout reports it itself.
             if isinstance(skipped, dict) and skipped.get("host"):
                 self._reports.setdefault(skipped["host"], skipped)
+        if isinstance(facts.get(PREVIEW_FACT), list):
+            self._preview_nodes = facts[PREVIEW_FACT]
         report = facts.get(REPORT_FACT)
         if not isinstance(report, dict) or not self._in_rollout:
             return
@@ -173,11 +199,41 @@ class CallbackModule(CallbackBase):
             self._failures.setdefault(result._host.get_name(), "unreachable")
 
     def v2_playbook_on_stats(self, stats):
-        if not self._reports and not self._failures:
-            return
-        self._display.banner("MIG ROLLOUT SUMMARY")
         from ansible import context  # pylint: disable=import-outside-toplevel
 
         check_mode = bool((context.CLIARGS or {}).get("check"))
+        if check_mode and self._preview_nodes is not None:
+            self._show_preview()
+        if not self._reports and not self._failures:
+            return
+        self._display.banner("MIG ROLLOUT SUMMARY")
         for line in summary_lines(self._reports, self._failures, check_mode=check_mode):
             self._display.display(line)
+
+    def _show_preview(self):
+        reports = dict(self._reports)
+        for host, message in self._failures.items():
+            reports.setdefault(host, {"result": "failed", "message": message})
+        preview = build_preview(self._preview_nodes, reports, self._serial if self._serial is not None else 1)
+        markdown = render_markdown(preview)
+        self._display.banner("MIG ROLLOUT PREVIEW")
+        for line in markdown.splitlines():
+            if line:
+                self._display.display(line)
+        path = self._preview_path or self.get_option("preview_path")
+        if not path:
+            return
+        json_file, markdown_file = preview_files(os.path.expanduser(path))
+        try:
+            folder = os.path.dirname(json_file)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            with open(json_file, "w", encoding="utf-8") as handle:
+                json.dump(preview, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+            with open(markdown_file, "w", encoding="utf-8") as handle:
+                handle.write(markdown)
+        except OSError as error:
+            self._display.warning("the MIG rollout preview could not be written to {0}: {1}".format(path, error))
+            return
+        self._display.display("MIG rollout preview written to {0} and {1}".format(json_file, markdown_file))

@@ -314,6 +314,20 @@ nodes:
       type: list
       elements: dict
       returned: when the eviction failed
+    pdb_shortfalls:
+      description:
+        - The PodDisruptionBudgets that block the eviction, allowing no disruption while covering pods to evict, each
+          with C(namespace), C(name), C(disruptions_allowed) and C(pods). In check mode they are read once and reported
+          (the fleet preview of the P(gpuops.nvidia.mig_rollout#callback) callback shows them as blocking); a real run
+          waits for them up to O(evacuate_timeout) first.
+      type: list
+      elements: dict
+      returned: when the eviction failed
+    remaining:
+      description: The pods the eviction was to move and did not, each with C(namespace), C(name) and C(reason).
+      type: list
+      elements: dict
+      returned: when the eviction failed
   sample:
     gpu-node-1: {"changed": true, "failed": false, "step": null, "msg": "", "would_evict": [],
                  "evicted": [{"namespace": "default", "name": "train-0", "uid": "1b9e…", "reason": "uses MIG-5c0e…"}]}
