@@ -387,7 +387,7 @@ class Cluster:
             self.mig_manager.start()
         else:
             # Idle until a ClusterPolicy and the operator's Deployment exist (the chart creates them).
-            from gpuops_sim.k8s.operator import GpuOperator  # pylint: disable=import-outside-toplevel
+            from gpuops_sim.k8s.gpu_operator import GpuOperator  # pylint: disable=import-outside-toplevel
             self.gpu_operator = GpuOperator(self.api, state_path_for(self.directory))
             self.gpu_operator.start()
         write_inventory(self.directory, self.nodes, fresh=self.options.fresh)

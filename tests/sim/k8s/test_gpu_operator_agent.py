@@ -16,7 +16,7 @@ import time
 
 import yaml
 
-from gpuops_sim.k8s import operator
+from gpuops_sim.k8s import gpu_operator as operator
 from gpuops_sim.k8s.agents import AgentSettings
 from gpuops_sim.k8s.cluster import Cluster, ClusterOptions, parse_pool
 from gpuops_sim.nvml import state as nvml_state
