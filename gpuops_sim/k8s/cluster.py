@@ -351,6 +351,7 @@ class Cluster:
         self.agents: Agents | None = None
         self.nodes: list[str] = []
         self.mig_manager: Any = None
+        self.gpu_operator: Any = None
 
     @property
     def url(self) -> str:
@@ -385,6 +386,11 @@ class Cluster:
             from gpuops_sim.k8s import brownfield  # pylint: disable=import-outside-toplevel
             self.mig_manager = brownfield.OperatorMigManager(self.api, {node: "all-disabled" for node in self.nodes})
             self.mig_manager.start()
+        else:
+            # Idle until a ClusterPolicy and the operator's Deployment exist (the chart creates them).
+            from gpuops_sim.k8s.gpu_operator import GpuOperator  # pylint: disable=import-outside-toplevel
+            self.gpu_operator = GpuOperator(self.api, state_path_for(self.directory))
+            self.gpu_operator.start()
         write_inventory(self.directory, self.nodes, fresh=self.options.fresh)
         self._write_description()
         return self
@@ -393,6 +399,9 @@ class Cluster:
         if self.mig_manager is not None:
             self.mig_manager.stop()
             self.mig_manager = None
+        if self.gpu_operator is not None:
+            self.gpu_operator.stop()
+            self.gpu_operator = None
         if self.agents is not None:
             self.agents.stop()
             self.agents = None

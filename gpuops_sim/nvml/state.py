@@ -497,6 +497,16 @@ def install_driver(path: str | os.PathLike[str], version: str) -> str | None:
         return state["driver_version"]
 
 
+def load_driver(path: str | os.PathLike[str], version: str) -> None:
+    """A containerized driver (the GPU Operator's driver pod) built and loaded its kernel module:
+    NVML opens with ``version`` at once, without a reboot."""
+    if not re.match(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$", version):
+        raise ValueError(f"driver version {version!r} is not like 570.86.15")
+    with transaction(path) as state:
+        state["driver_version"] = version
+        state.pop("installed_driver_version", None)
+
+
 def install_driver_tools(root: str) -> None:
     """The driver's commands on the node's PATH (<root>/usr/bin): the simulated nvidia-smi."""
     bin_dir = os.path.join(root, "usr", "bin")

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from test_first_install import site_inventory
+from test_first_install import STANDIN_DIR, site_inventory
 from test_rollout import mutations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -82,6 +82,35 @@ def test_the_readme_steps_install_everything_on_fresh_nodes_and_a_second_run_cha
                           capture_output=True, text=True, check=True, cwd=ROOT, timeout=300)
     assert "kubelet up" in done.stdout and "failed: none" in done.stdout, done.stdout
     assert cluster.layout(node) == layout
+
+
+def test_with_the_operators_driver_the_readme_steps_converge_on_fresh_nodes_and_a_second_run_changes_nothing(
+        fresh_cluster, node_wheels, monkeypatch, tmp_path):
+    """gpu_stack=operator with its driver: the chart (helm stand-in) creates the ClusterPolicy, the
+    simulated operator's driver pods load the driver (no reboot), and the rollout plans each node once
+    its NVML opens."""
+    monkeypatch.setenv("PATH", os.pathsep.join([STANDIN_DIR, os.environ.get("PATH", "")]))
+    monkeypatch.setenv("GPUOPS_HELM_STANDIN_DIR", str(tmp_path / "helm"))
+    cluster = fresh_cluster
+    settings = {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": "all-1g.5gb", "gpu_stack": "operator",
+                "gpu_operator_driver_enabled": True, "node_prepare_wheel_dir": node_wheels}
+    site = ["-i", str(cluster.write_vars("site.yml", {"all": {"vars": settings, "children": {
+        "gpu_nodes": {"vars": {"ansible_python_interpreter": "{{ node_prepare_venv }}/bin/python"}},
+        "gpuops_api": {"hosts": {"api": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}}}))]
+    rehearsal = cluster.playbook("nvidia_gpu_operator.yml", *site, "--check", "--diff")
+    assert all(cluster.nvml_state(node)["driver_version"] is None for node in cluster.nodes)
+    run = cluster.playbook("nvidia_gpu_operator.yml", *site)
+    assert rehearsal.rc == 0 and run.rc == 0
+    policy = cluster.store.get("clusterpolicies", None, "cluster-policy")
+    assert policy["spec"]["driver"]["enabled"] is True and policy["spec"]["migManager"]["enabled"] is False
+    for node in cluster.nodes:
+        state = cluster.nvml_state(node)
+        assert state["driver_version"] == "570.86.15" and state["boot_count"] == 0
+        labels = cluster.node(node)["metadata"]["labels"]
+        assert labels["nvidia.com/mig.config.state"] == "success"
+        assert cluster.node(node)["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == "14"
+    again = cluster.playbook("nvidia_gpu_operator.yml", *site)
+    assert again.changed == 0, again.output[-5000:]
 
 
 def test_without_become_root_only_work_fails_naming_the_permission(fresh_cluster, node_wheels):
