@@ -11,6 +11,10 @@
   ``false`` set by someone else stays) once NVML opens there, and the node agents then run the
   device plugin and GFD pods as they run any other (``agents.py``).
 
+* the chart's Node Feature Discovery subchart (``nfd.enabled``, on by default) comes with the
+  operator: where the cluster has no NFD, NFD starts in the operator's namespace once its
+  Deployment is there (GFD's labels reach the nodes through it, as everywhere in the simulator).
+
 The brownfield world (``cluster up --installed-by gpu-operator``) starts from an operator that has
 already reconciled; this agent runs on the other clusters. Events are handled on a thread of its own
 (the store notifies under its lock).
@@ -131,11 +135,20 @@ class GpuOperator:
         for kind, obj in wanted:
             if self.api.get(kind, namespace, obj["metadata"]["name"]) is None:
                 self.api.create(kind, namespace, obj)
+        self._nfd(namespace)
         for name, on in ((MIG_MANAGER_DAEMONSET, enabled(policy, "migManager")), (DRIVER_DAEMONSET, enabled(policy, "driver"))):
             if not on and self.api.get("daemonsets", namespace, name) is not None:
                 self.api.delete("daemonsets", namespace, name)
         for node in self.api.list("nodes"):
             self._label_node(node["metadata"]["name"])
+
+    def _nfd(self, namespace: str) -> None:
+        if self.api.get("customresourcedefinitions", None, "nodefeatures.nfd.k8s-sigs.io") is not None:
+            return
+        for kind, obj in manifests.nfd_objects(namespace):
+            if kind == "namespaces":
+                continue  # the subchart shares its release's namespace
+            self.api.create(kind, obj["metadata"].get("namespace"), obj)
 
     def _label_node(self, name: str | None) -> None:
         """The deploy labels of a GPU node: the driver's at once (where the policy installs it), the

@@ -69,7 +69,8 @@ def test_the_charts_policy_with_its_driver_brings_fresh_nodes_up_without_a_reboo
             assert read["driver_version"] == operator.DEFAULT_DRIVER_VERSION and read["boot_count"] == boots[node]
             wait(lambda node=node: "nvidia.com/gpu.product" in store.get("nodes", None, node)["metadata"]["labels"], f"{node} GFD labels")
         daemonsets = {ds["metadata"]["name"] for ds in store.list("daemonsets", "gpu-operator")}
-        assert daemonsets == {operator.DRIVER_DAEMONSET, "nvidia-device-plugin-daemonset", "gpu-feature-discovery"}
+        # nfd-worker: the chart's NFD subchart, which GFD's labels go through.
+        assert daemonsets == {operator.DRIVER_DAEMONSET, "nvidia-device-plugin-daemonset", "gpu-feature-discovery", "nfd-worker"}
         assert sorted(cluster.gpu_operator.loaded) == sorted(cluster.nodes)
         calls = [json.loads(line) for line in (tmp_path / "helm" / "calls.jsonl").read_text(encoding="utf-8").splitlines()]
         assert calls[-1]["kubeconfig"] == cluster.kubeconfig

@@ -195,7 +195,7 @@ def fleets(draw):
     pods = []
     for i in range(draw(st.integers(0, 10))):
         requests = {}
-        for _ in range(rng.choice((1, 1, 1, 2))):
+        for _request in range(rng.choice((1, 1, 1, 2))):
             resource = "nvidia.com/gpu" if rng.random() < 0.05 else "nvidia.com/mig-" + rng.choice(names).replace("+", ".")
             requests[resource] = rng.choice((1, 1, 2))
         pods.append({"name": "pod-%d" % i, "namespace": "ns", "requests": requests, "priority": rng.choice((0, 0, 10))})
@@ -206,7 +206,7 @@ def fleets(draw):
 def _random_layout(model, rng):
     profiles = [p for p in profiles_for(model) if p.suffix in ("", "+me")]
     chosen, taken = [], []
-    for _ in range(rng.randint(1, 7)):
+    for _attempt in range(rng.randint(1, 7)):
         profile = rng.choice(profiles)
         if sum(1 for name, _s in chosen if name == profile.name) >= profile.instance_count:
             continue
