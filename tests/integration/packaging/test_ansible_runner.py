@@ -67,7 +67,7 @@ def test_mig_reconfigure_runs_through_ansible_runner(installed_collection: Insta
     # What AWX stores: one event per task result, with the module that ran and where it came from.
     ran = {event["event_data"].get(key) for event in result.events if event["event"] == "runner_on_ok"
            for key in ("task_action", "resolved_action")}
-    assert {"gpuops.nvidia.mig_config", "gpuops.nvidia.k8s_node_taint", "gpuops.nvidia.k8s_node_wait"} <= ran
+    assert {"gpuops.nvidia.mig_config", "gpuops.nvidia.k8s_node_rollout"} <= ran
     assert not result.stats["failures"]
 
     obj = cluster.emulator.store.get("nodes", None, node)
