@@ -65,7 +65,10 @@ with patch_module_args(json.loads(sys.stdin.read())):
         mig_config.main()
     except Exit:
         pass
-result["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# The peak of this process's own memory since it started (VmHWM): getrusage's ru_maxrss also counts
+# what the forking test worker held when it started the child.
+with open("/proc/self/status", encoding="ascii") as status:
+    result["maxrss_kb"] = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 print(json.dumps(result, default=str))
 """
 
@@ -161,8 +164,10 @@ def test_the_action_plugin_refuses_an_alias_bomb_on_the_controller(node, tmp_pat
     assert done.returncode != 0
     assert "aliases are expanded" in done.stdout and "lol" not in done.stdout, done.stdout[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
-    # The largest process of the ansible run (its controller measured about 60 MB).
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < MEMORY_LIMIT_MB * 1024
+    # The largest process of the ansible run (its controller measured about 60 MB). A child's ru_maxrss
+    # starts from what this test worker held when it forked it, so that is allowed on top.
+    worker_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < worker_kb + MEMORY_LIMIT_MB * 1024
 
 
 # --- generated configs through the module ----------------------------------------------------------
