@@ -62,6 +62,8 @@ def program_of(container: Mapping[str, Any]) -> Program | None:
             seconds = float(words[1].rstrip("s"))
         except ValueError:
             return None
+        if seconds != seconds or seconds == float("inf"):  # `sleep infinity` runs until deleted
+            return None
         return Program(SLEEP, max(0.0, seconds))
     if name == NVIDIA_SMI:
         return Program(NVIDIA_SMI)
