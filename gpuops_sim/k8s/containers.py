@@ -71,11 +71,11 @@ def program_of(container: Mapping[str, Any]) -> Program | None:
 
 
 def pod_program(pod: Mapping[str, Any]) -> Program | None:
-    """What a pod of ``restartPolicy: Never`` or ``OnFailure`` runs to an end: its longest-running
-    recognised container; None when the pod runs until deleted (other restart policies, or a
-    container whose program is not recognised)."""
+    """What a pod of ``restartPolicy: Never`` runs to an end: its longest-running recognised
+    container; None when the pod runs until deleted (another restart policy, whose failed
+    containers a kubelet restarts, or a container whose program is not recognised)."""
     spec = pod.get("spec") or {}
-    if spec.get("restartPolicy") not in ("Never", "OnFailure"):
+    if spec.get("restartPolicy") != "Never":
         return None
     programs = [program_of(container) for container in spec.get("containers") or []]
     if not programs or any(program is None for program in programs):

@@ -475,7 +475,11 @@ def _validate(client: KubeClient, runs: list[NodeRun], settings: RolloutSettings
         return
     for run in going:
         outcome = outcomes[run.name]
-        run.result["would_validate" if check_mode else "validation"] = outcome
+        if check_mode:
+            # Nothing ran: what would run, not an outcome.
+            run.result["would_validate"] = {key: outcome[key] for key in ("pod", "resources", "msg")}
+            continue
+        run.result["validation"] = outcome
         if not outcome["passed"]:
             run.fail(VALIDATE, K8sError(outcome["msg"]))
 
