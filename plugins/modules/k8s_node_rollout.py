@@ -375,7 +375,7 @@ nodes:
       elements: dict
       returned: when the eviction failed
     waited_for_jobs:
-      description: The job pods (C(namespace/name)) running on the node when the fence began to wait for them.
+      description: The job pods (C(namespace/name)) the fence saw running on the node while it waited.
       type: list
       elements: str
       returned: phase fence, with O(wait_for_jobs_selector)
@@ -421,6 +421,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.rollout import (
     RolloutSettings,
     run_phase,
 )
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.validation import DEFAULT_COMMAND, DEFAULT_IMAGE
 
 DEFAULT_CLIENTS = ["device-plugin", "gpu-feature-discovery", "dcgm-exporter", "dcgm", "nvsm", "client"]
 
@@ -459,8 +460,8 @@ def main() -> None:
             wait_for_jobs_selector={"type": "str"},
             wait_for_jobs_timeout={"type": "int", "default": 0},
             validation={"type": "bool", "default": False},
-            validation_image={"type": "str", "default": "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"},
-            validation_command={"type": "list", "elements": "str", "default": ["nvidia-smi", "-L"]},
+            validation_image={"type": "str", "default": DEFAULT_IMAGE},
+            validation_command={"type": "list", "elements": "str", "default": list(DEFAULT_COMMAND)},
             validation_namespace={"type": "str", "default": "default"},
             validation_timeout={"type": "int", "default": 300},
         ),

@@ -49,7 +49,7 @@ def is_finished(pod: Mapping[str, Any]) -> bool:
 def unfinished_jobs(pods: Iterable[Mapping[str, Any]], nodes: Iterable[str]) -> dict[str, list[str]]:
     """The selected pods still running (or pending) on each of ``nodes``, as ``namespace/name``,
     sorted; every node is a key, with an empty list when nothing runs on it."""
-    wanted = {name: [] for name in nodes}  # type: dict[str, list[str]]
+    wanted: dict[str, list[str]] = {name: [] for name in nodes}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         if node in wanted and not is_finished(pod):
@@ -62,19 +62,19 @@ def wait_for_jobs(client: KubeClient, nodes: list[str], selector: str, timeout: 
                   check_mode: bool) -> dict[str, dict[str, Any]]:
     """Wait until no pod ``selector`` picks runs on any of ``nodes``, up to ``timeout`` (0: forever).
 
-    Each node's outcome: ``waited_for`` (the pods running on it when the wait began), ``left`` (those
-    still running at the end: evicted next) and ``timed_out``. A node is done as soon as its own pods
-    are; the batch is one watch. In check mode nothing is waited for: ``waited_for`` says what a real
-    run would wait for.
+    Each node's outcome: ``waited_for`` (every selected pod seen running on it during the wait),
+    ``left`` (those still running at the end: evicted next) and ``timed_out``. The batch is one
+    watch, done when no node has a selected pod running. In check mode nothing is waited for:
+    ``waited_for`` says what a real run would wait for.
     """
-    first: dict[str, list[str]] = {}
+    seen: dict[str, set[str]] = {name: set() for name in nodes}
     latest: dict[str, list[str]] = {}
 
     def done(objects: dict[str, dict[str, Any]]) -> bool:
         latest.clear()
         latest.update(unfinished_jobs(objects.values(), nodes))
-        if not first:
-            first.update(latest)
+        for name, running in latest.items():
+            seen[name].update(running)
         return not any(latest.values())
 
     deadline = client.retry.deadline(0 if check_mode else jobs_deadline_seconds(timeout))
@@ -82,7 +82,7 @@ def wait_for_jobs(client: KubeClient, nodes: list[str], selector: str, timeout: 
     results = {}
     for name in nodes:
         left = [] if check_mode else latest.get(name, [])
-        results[name] = {"waited_for": first.get(name, []), "left": left, "timed_out": bool(left) and not outcome.met}
+        results[name] = {"waited_for": sorted(seen[name]), "left": left, "timed_out": bool(left) and not outcome.met}
     return results
 
 
