@@ -73,11 +73,11 @@ SCOPE_SETTINGS = ("changed", "gpu", "all")
 # The steps, by the names a failed node's message carries.
 BEGIN = "Mark the node pending and taint it"
 WAIT_FOR_JOBS = "Wait for the jobs on the node to finish"
-VALIDATE = "Run the validation pod on the node"
 EVACUATE = "Evict the pods that use the changing GPUs"
 PAUSE = "Pause the GPU clients"
 RESUME = "Resume the GPU clients"
 WAIT = "Wait until the node advertises the new layout"
+VALIDATE = "Run the validation pod on the node"
 FINISH = "Mark the change as done and remove the taint"
 FAIL = "Mark the node failed and resume its GPU clients"
 BUDGET = "Wait until max_unavailable allows the node out of service"
@@ -485,7 +485,8 @@ def _validate(client: KubeClient, runs: list[NodeRun], settings: RolloutSettings
 
 
 def fence(client: KubeClient, entries: list[Mapping[str, Any]], settings: RolloutSettings, check_mode: bool) -> dict[str, dict[str, Any]]:
-    """Begin, evacuate and pause every node of ``entries`` the unavailability budget admits; each node's result."""
+    """Begin, wait for jobs, evacuate and pause every node of ``entries`` the unavailability budget admits;
+    each node's result."""
     runs = [NodeRun(entry) for entry in entries]
     if settings.max_unavailable is not None and runs:
         _within_budget(client, runs, settings, check_mode)
