@@ -27,9 +27,9 @@ TAINT = "gpuops.io/mig-reconfigure"
 STATE = "nvidia.com/mig.config.state"
 MESSAGE = "gpuops.io/mig-reconfigure.message"
 # The second node's job never ends: the batch waits this long, then evicts it.
-JOB_TIMEOUT = 20
+JOB_TIMEOUT = 12
 # The first node's job, started once its node is fenced, ends well within JOB_TIMEOUT.
-JOB_SECONDS = 3
+JOB_SECONDS = 2
 
 
 def job_pod(name: str, node: str, command: list[str], owner: dict) -> dict:
