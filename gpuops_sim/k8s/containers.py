@@ -17,6 +17,7 @@ DeadlineExceeded), as a real kubelet does.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 from typing import Any, Callable, Iterable, Mapping
 
@@ -62,7 +63,7 @@ def program_of(container: Mapping[str, Any]) -> Program | None:
             seconds = float(words[1].rstrip("s"))
         except ValueError:
             return None
-        if seconds != seconds or seconds == float("inf"):  # `sleep infinity` runs until deleted
+        if not math.isfinite(seconds):  # `sleep infinity` runs until deleted
             return None
         return Program(SLEEP, max(0.0, seconds))
     if name == NVIDIA_SMI:

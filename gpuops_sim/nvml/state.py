@@ -425,7 +425,7 @@ def device_error(path: str | os.PathLike[str], device_uuid: str) -> tuple[int, s
     bus. None when the device is usable. The faults are read, not used up."""
     state = read_state(path)
     try:
-        gpu, _ = find_device_uuid(state, device_uuid)
+        gpu = find_device_uuid(state, device_uuid)[0]
     except LookupError:
         return errors.NOT_FOUND, errors.error_string(errors.NOT_FOUND)
     index = state["gpus"].index(gpu)

@@ -167,7 +167,7 @@ class FakeKube:
         if label_selector:
             # Enough of the selector syntax for the tests: comma-separated `key` and `key=value` terms.
             for term in label_selector.split(","):
-                key, _, value = term.partition("=")
+                key, value = term.partition("=")[::2]
                 items = [p for p in items if key in (p["metadata"].get("labels") or {})
                          and (not value or p["metadata"]["labels"][key] == value)]
         return {"items": copy.deepcopy(items), "metadata": {"resourceVersion": str(self.rv)}}
