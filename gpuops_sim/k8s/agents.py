@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from gpuops_sim.k8s import agents_nfd as nfd
+from gpuops_sim.k8s import containers
 from gpuops_sim.k8s import agents_nvidia as nv
 from gpuops_sim.k8s.agents_nfd_daemons import NodeFeatureDiscoveryAgents
 from gpuops_sim.k8s.agents_placement import (daemon_pod_fits, matches_node, node_ready, pod_requests,
@@ -887,6 +888,37 @@ class Agents(NodeFeatureDiscoveryAgents):
         workload.started = True
         patch: Obj = {"status": running_status(pod, True)}
         self._safe_patch("pods", *workload.key, patch, subresource="status")
+        self._run_to_an_end(workload, pod, uuids)
+
+    def _run_to_an_end(self, workload: WorkloadPod, pod: Obj, uuids: list[str]) -> None:
+        """A pod whose containers run a program that ends (gpuops_sim/k8s/containers.py) exits when
+        it does; any pod that outlives its activeDeadlineSeconds is failed, as a kubelet does."""
+        program = containers.pod_program(pod)
+        if program is not None:
+            self.reactor.call_later(program.seconds, self._workload_exited, workload, program, uuids)
+        deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if deadline is not None:
+            self.reactor.call_later(float(deadline), self._workload_ended, workload,
+                                    containers.deadline_exceeded_status(deadline))
+
+    def _workload_exited(self, workload: WorkloadPod, program: containers.Program, uuids: list[str]) -> None:
+        if self.workloads.get(workload.key) is not workload:
+            return
+        if program.kind == containers.NVIDIA_SMI:
+            path = self.state_path(workload.node)
+            check = getattr(self.nvml, "device_error", None) if path else None
+            outcome = containers.run_nvidia_smi(uuids, (lambda uuid: check(path, uuid)) if check else (lambda uuid: None))
+        else:
+            outcome = containers.Exit(0, "Completed")
+        self._workload_ended(workload, containers.terminated_status(self.pods.get(workload.key) or {}, outcome))
+
+    def _workload_ended(self, workload: WorkloadPod, status: Obj) -> None:
+        """The pod's containers are done: its devices are free, its phase final."""
+        if self.workloads.get(workload.key) is not workload:
+            return
+        self._release(workload)
+        self.workloads.pop(workload.key, None)
+        self._safe_patch("pods", *workload.key, {"status": status}, subresource="status")
 
     def _reject(self, workload: WorkloadPod, message: str) -> None:
         self._release(workload)

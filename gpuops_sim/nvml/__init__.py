@@ -16,6 +16,7 @@ from gpuops_sim.nvml.state import (
     attach_process,
     clear_faults,
     detach_process,
+    device_error,
     init_node,
     read_state,
     reboot,
@@ -30,7 +31,7 @@ from gpuops_sim.nvml.state import (
 )
 
 __all__ = [
-    "ResetError", "add_client", "add_fault", "attach_process", "clear_faults", "detach_process", "init_node",
+    "ResetError", "add_client", "add_fault", "attach_process", "clear_faults", "detach_process", "device_error", "init_node",
     "load_library", "read_state", "reboot", "remove_client", "reset_gpu", "reset_gpus", "set_kernel_module",
     "set_mig_mode", "set_service", "set_setting", "show",
 ]

@@ -413,6 +413,28 @@ def set_setting(path: str | os.PathLike[str], key: str, value: Any) -> None:
         state[key] = value
 
 
+#: The NVML calls that open a device: a fault injected on one of them makes the device unreachable
+#: for every client that opens it that way (nvidia-smi in a container opens its devices by UUID).
+HANDLE_FUNCTIONS = ("nvmlDeviceGetHandleByUUID", "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetHandleByIndex_v2")
+
+
+def device_error(path: str | os.PathLike[str], device_uuid: str) -> tuple[int, str] | None:
+    """Why a client that opens ``device_uuid`` (a GPU or MIG device) could not use it, as NVML's
+    return code and text: the device does not exist (any more), or a fault injected on a call that
+    opens a device (HANDLE_FUNCTIONS) covers its GPU, e.g. GPU_IS_LOST for a GPU that fell off the
+    bus. None when the device is usable. The faults are read, not used up."""
+    state = read_state(path)
+    try:
+        gpu = find_device_uuid(state, device_uuid)[0]
+    except LookupError:
+        return errors.NOT_FOUND, errors.error_string(errors.NOT_FOUND)
+    index = state["gpus"].index(gpu)
+    for fault in state["faults"]:
+        if fault["function"] in HANDLE_FUNCTIONS and fault["gpu"] in (None, index):
+            return int(fault["error"]), errors.error_string(int(fault["error"]))
+    return None
+
+
 def clear_faults(path: str | os.PathLike[str]) -> None:
     """Drop injected function faults, blocking clients and processes added by ``nvml fault``."""
     with transaction(path) as state:

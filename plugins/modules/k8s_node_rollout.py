@@ -18,12 +18,14 @@ description:
   - O(phase=fence) takes each node through begin (label C(nvidia.com/mig.config.state=pending), the taint
     O(taint_key) and, with O(cordon), a cordon recorded in the annotation C(gpuops.io/mig-reconfigure.cordoned-before),
     in one write), evacuate (through the Eviction API, honouring PodDisruptionBudgets, the pods that must move, as
-    M(gpuops.nvidia.k8s_node_evacuate) does) and pause (every GPU client whose C(nvidia.com/gpu.deploy.<client>)
+    M(gpuops.nvidia.k8s_node_evacuate) does), after, with O(wait_for_jobs_selector), waiting for the jobs on the node to
+    end on their own, and pause (every GPU client whose C(nvidia.com/gpu.deploy.<client>)
     label is V(true) is set to V(paused-for-mig-change), then the module waits until their pods have left).
   - O(phase=release) takes each node through resume (every paused client back to V(true), the O(gpu_clients_enable)
     clients switched on where the node has no label for them, and the device plugin's config label set, in one write),
     wait (until the node is Ready and advertises the allocatable resources and labels of its plan, one watch for the
-    batch) and finish (state V(success), the taint removed, and the node uncordoned only when its record says the
+    batch), with O(validation), validate (a pod on the node that asks for one of each C(nvidia.com/*) resource it
+    advertises must succeed) and finish (state V(success), the taint removed, and the node uncordoned only when its record says the
     rollout cordoned it, in one write).
   - O(phase=fail) marks each node V(failed) with its O(nodes[].reason) in the annotation
     C(gpuops.io/mig-reconfigure.message), and resumes the clients the rollout paused, in one write. The taint and the
@@ -203,6 +205,50 @@ options:
     description: Seconds to wait for room in O(max_unavailable) before the batch fails.
     type: int
     default: 600
+  wait_for_jobs_selector:
+    description:
+      - For O(phase=fence), a label selector of the pods (jobs) to wait for, after the node is tainted and before the
+        eviction, as the GPU Operator's upgrade C(waitForCompletion.podSelector); for example V(app=training).
+      - The fence waits until no pod it selects runs on the node (phase C(Succeeded) or C(Failed), or gone), one watch
+        for the batch. In check mode it does not wait; the result lists the pods in C(would_wait_for_jobs).
+      - Not given (or empty), nothing is waited for.
+    type: str
+  wait_for_jobs_timeout:
+    description:
+      - Seconds to wait for those jobs; V(0) waits for ever, as the operator's C(waitForCompletion.timeoutSeconds).
+      - Past it the jobs still running are evicted with the other pods (through the Eviction API, PodDisruptionBudgets
+        honoured), as the operator does; they are listed in C(jobs_left) and a warning.
+    type: int
+    default: 0
+  validation:
+    description:
+      - For O(phase=release), run a validation pod on each node before it is released. After the node advertises
+        its plan's resources and while it still carries the taint O(taint_key), one pod pinned to it (C(nodeName)),
+        tolerating the taint, C(restartPolicy=Never), asks for one of each C(nvidia.com/*) resource the plan
+        advertises and runs O(validation_command) in O(validation_image).
+      - The node is released only when the pod C(Succeeded). C(Failed), or not done within O(validation_timeout),
+        fails the node (it stays fenced), the message naming the pod, its reason, its exit code and its last output.
+      - The pod is deleted afterwards either way; a pod of the same name left by an interrupted run is replaced.
+      - In check mode no pod is created; C(would_validate) says which would run with which resources.
+    type: bool
+    default: false
+  validation_image:
+    description: The image of the validation pod; a CUDA base image, whose C(nvidia-smi) the NVIDIA container runtime provides.
+    type: str
+    default: nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04
+  validation_command:
+    description: The validation pod's command; it must exit 0 when every device it was given works.
+    type: list
+    elements: str
+    default: [nvidia-smi, -L]
+  validation_namespace:
+    description: The namespace of the validation pods; the API identity needs to create and delete pods in it.
+    type: str
+    default: default
+  validation_timeout:
+    description: Seconds a validation pod may take, from its creation to its end (also its C(activeDeadlineSeconds)).
+    type: int
+    default: 300
 extends_documentation_fragment:
   - gpuops.nvidia.k8s_auth_options
   - gpuops.nvidia.k8s_auth_options.ACTION_GROUP
@@ -328,6 +374,31 @@ nodes:
       type: list
       elements: dict
       returned: when the eviction failed
+    waited_for_jobs:
+      description: The job pods (C(namespace/name)) the fence saw running on the node while it waited.
+      type: list
+      elements: str
+      returned: phase fence, with O(wait_for_jobs_selector)
+    would_wait_for_jobs:
+      description: In check mode, the job pods the fence would wait for.
+      type: list
+      elements: str
+      returned: phase fence in check mode, with O(wait_for_jobs_selector)
+    jobs_left:
+      description: The job pods still running at O(wait_for_jobs_timeout), evicted with the others.
+      type: list
+      elements: str
+      returned: when the wait for jobs timed out
+    validation:
+      description:
+        - The validation pod's outcome, C(pod) (C(namespace/name)), C(resources) (what it asked for), C(phase),
+          C(passed) and C(msg) (why it did not pass).
+      type: dict
+      returned: phase release, with O(validation), when the node got that far
+    would_validate:
+      description: In check mode, the validation pod that would run (C(pod), C(resources)).
+      type: dict
+      returned: phase release in check mode, with O(validation)
   sample:
     gpu-node-1: {"changed": true, "failed": false, "step": null, "msg": "", "would_evict": [],
                  "evicted": [{"namespace": "default", "name": "train-0", "uid": "1b9e…", "reason": "uses MIG-5c0e…"}]}
@@ -350,6 +421,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.rollout import (
     RolloutSettings,
     run_phase,
 )
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.validation import DEFAULT_COMMAND, DEFAULT_IMAGE
 
 DEFAULT_CLIENTS = ["device-plugin", "gpu-feature-discovery", "dcgm-exporter", "dcgm", "nvsm", "client"]
 
@@ -385,6 +457,13 @@ def main() -> None:
             max_unavailable={"type": "raw"},
             fleet={"type": "list", "elements": "str", "default": []},
             unavailable_timeout={"type": "int", "default": 600},
+            wait_for_jobs_selector={"type": "str"},
+            wait_for_jobs_timeout={"type": "int", "default": 0},
+            validation={"type": "bool", "default": False},
+            validation_image={"type": "str", "default": DEFAULT_IMAGE},
+            validation_command={"type": "list", "elements": "str", "default": list(DEFAULT_COMMAND)},
+            validation_namespace={"type": "str", "default": "default"},
+            validation_timeout={"type": "int", "default": 300},
         ),
         supports_check_mode=True,
         **NODE_CHOICE,
@@ -395,7 +474,9 @@ def main() -> None:
         return RolloutSettings(**{key: params[key] for key in (
             "taint_key", "taint_effect", "cordon", "evacuate_scope", "gpu_clients", "gpu_clients_enable", "plugin_config_label",
             "reboot_allowed", "delete_bare_pods", "delete_emptydir_data", "grace_period", "evacuate_timeout",
-            "client_pod_timeout", "wait_timeout", "timeout", "poll_interval", "max_unavailable", "fleet", "unavailable_timeout")})
+            "client_pod_timeout", "wait_timeout", "timeout", "poll_interval", "max_unavailable", "fleet", "unavailable_timeout",
+            "wait_for_jobs_selector", "wait_for_jobs_timeout", "validation", "validation_image", "validation_command",
+            "validation_namespace", "validation_timeout")})
 
     def batch_action(client, entries):
         return run_phase(client, params["phase"], entries, settings(), module.check_mode)

@@ -621,6 +621,10 @@ class KubeClient:
             body["deleteOptions"] = delete_options
         self._json(self._request("POST", _pod_path(namespace, name) + "/eviction", body=body, content_type="application/json"))
 
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = "/api/v1/namespaces/{0}/pods".format(quote(namespace, safe=""))
+        return self._json(self._request("POST", path, body=body, content_type="application/json"))
+
     def delete_pod(self, namespace: str, name: str, uid: str | None, grace_period: int | None) -> None:
         body = _delete_options(uid, grace_period) or None
         self._json(self._request("DELETE", _pod_path(namespace, name), body=body, content_type="application/json"))

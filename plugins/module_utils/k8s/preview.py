@@ -98,7 +98,8 @@ def node_pods(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def node_blocks(report: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The PodDisruptionBudgets that would block the node's eviction (allowing 0 disruptions), and the
-    other waits or refusals the check found (pods that cannot be evicted, a node left for a later run)."""
+    other waits or refusals the check found (pods that cannot be evicted, jobs waited for before the
+    eviction, a node left for a later run)."""
     pdbs = [{"namespace": entry.get("namespace"), "name": entry.get("name"),
              "disruptions_allowed": entry.get("disruptions_allowed"), "pods": list(entry.get("pods") or [])}
             for entry in report.get("pdb_shortfalls") or [] if isinstance(entry, Mapping)]
@@ -107,6 +108,8 @@ def node_blocks(report: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[s
         if isinstance(entry, Mapping):
             waits.append("{0}/{1} cannot be evicted: {2}".format(
                 entry.get("namespace"), entry.get("name"), "; ".join(str(p) for p in entry.get("problems") or []) or "refused"))
+    for job in report.get("jobs") or []:
+        waits.append("{0}: a job the fence waits for (mig_reconfigure_wait_for_jobs_selector) before the eviction".format(job))
     result = report.get("result")
     if result in ("deferred", "failed") and report.get("message") and not pdbs:
         waits.append("{0}: {1}".format(result, report.get("message")))

@@ -11,10 +11,12 @@ Each node of a batch goes through the steps of a phase on its own: a node that f
 there, with the step and the reason in its result, and the other nodes of the batch go on.
 
 - ``fence``: begin (state ``pending``, the rollout's taint and, optionally, a cordon recorded on the
-  node, in one write) → evacuate (the pods that use the changing devices, through the Eviction API)
+  node, in one write) → wait for jobs (optional: the pods a label selector picks end on their own,
+  up to a timeout) → evacuate (the pods that use the changing devices, through the Eviction API)
   → pause the GPU clients (and wait until their pods have left).
 - ``release``: resume the GPU clients (with the device plugin's per-node config) → wait until the
-  node advertises what the plan says → finish (state ``success``, taint removed, the rollout's own
+  node advertises what the plan says → validate (optional: a pod on the node that asks for each
+  advertised resource must succeed) → finish (state ``success``, taint removed, the rollout's own
   cordon undone, in one write).
 - ``fail``: the GPU clients paused by the rollout are resumed, state ``failed`` and the reason
   written, in one write; the taint (and cordon) stay.
@@ -35,6 +37,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.budget import Ad
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError, KubeClient
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import NodeConditions
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.evict import EvacuationRequest, evacuate
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.jobs import check_selector, jobs_deadline_seconds, jobs_message, wait_for_jobs
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     apply_patch_locally,
     change_node,
@@ -46,6 +49,12 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.node import (
     normalize_taints,
     taint_patch,
     taint_view,
+)
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.validation import (
+    DEFAULT_COMMAND,
+    DEFAULT_IMAGE,
+    ValidationSettings,
+    validate_nodes,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.wait import ListWatch, wait_for_nodes, wait_for_unmatched_pods, wait_until
 
@@ -63,10 +72,12 @@ SCOPE_SETTINGS = ("changed", "gpu", "all")
 
 # The steps, by the names a failed node's message carries.
 BEGIN = "Mark the node pending and taint it"
+WAIT_FOR_JOBS = "Wait for the jobs on the node to finish"
 EVACUATE = "Evict the pods that use the changing GPUs"
 PAUSE = "Pause the GPU clients"
 RESUME = "Resume the GPU clients"
 WAIT = "Wait until the node advertises the new layout"
+VALIDATE = "Run the validation pod on the node"
 FINISH = "Mark the change as done and remove the taint"
 FAIL = "Mark the node failed and resume its GPU clients"
 BUDGET = "Wait until max_unavailable allows the node out of service"
@@ -99,6 +110,13 @@ class RolloutSettings:
         max_unavailable: Any = None,
         fleet: Iterable[str] = (),
         unavailable_timeout: float = 600,
+        wait_for_jobs_selector: str | None = None,
+        wait_for_jobs_timeout: float = 0,
+        validation: bool = False,
+        validation_image: str = DEFAULT_IMAGE,
+        validation_command: Iterable[str] = DEFAULT_COMMAND,
+        validation_namespace: str = "default",
+        validation_timeout: float = 300,
     ) -> None:
         if evacuate_scope not in SCOPE_SETTINGS:
             raise K8sError("evacuate_scope: {0!r} is not one of {1}".format(evacuate_scope, ", ".join(SCOPE_SETTINGS)))
@@ -132,6 +150,11 @@ class RolloutSettings:
                 raise K8sError("fleet: the GPU nodes are required with max_unavailable (it counts them)")
             max_unavailable_count(self.max_unavailable, len(self.fleet))
         self.unavailable_timeout = unavailable_timeout
+        self.wait_for_jobs_selector = check_selector(wait_for_jobs_selector)
+        jobs_deadline_seconds(wait_for_jobs_timeout)
+        self.wait_for_jobs_timeout = wait_for_jobs_timeout
+        self.validation = ValidationSettings(validation, validation_image, validation_command, validation_namespace,
+                                             validation_timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,8 +437,56 @@ def _within_budget(client: KubeClient, runs: list[NodeRun], settings: RolloutSet
             run.fail(BUDGET, K8sError("waited {0:g}s in vain: {1}".format(settings.unavailable_timeout, admission.message())))
 
 
+def _wait_for_jobs(client: KubeClient, runs: list[NodeRun], settings: RolloutSettings, check_mode: bool) -> None:
+    """The batch's fenced nodes wait, in one watch, for the pods the selector picks to end on their
+    own; past the timeout the eviction takes them (as the GPU Operator's upgrade controller does),
+    and the node's warnings say which. In check mode the result lists what would be waited for."""
+    going = [run for run in runs if run.going]
+    if not going or settings.wait_for_jobs_selector is None:
+        return
+    try:
+        outcomes = wait_for_jobs(client, [run.name for run in going], settings.wait_for_jobs_selector,
+                                 settings.wait_for_jobs_timeout, settings.poll_interval, check_mode)
+    except K8sError as error:
+        for run in going:
+            run.fail(WAIT_FOR_JOBS, error)
+        return
+    for run in going:
+        outcome = outcomes[run.name]
+        run.result["would_wait_for_jobs" if check_mode else "waited_for_jobs"] = outcome["waited_for"]
+        if outcome["timed_out"]:
+            run.result["jobs_left"] = outcome["left"]
+            run.result["warnings"].append(jobs_message(run.name, outcome["left"], settings.wait_for_jobs_timeout))
+
+
+def _validate(client: KubeClient, runs: list[NodeRun], settings: RolloutSettings, check_mode: bool) -> None:
+    """One validation pod per node still going, waited for together; a pod that did not succeed
+    fails its node (it stays fenced). In check mode the result names the pod that would run."""
+    going = [run for run in runs if run.going]
+    if not going or not settings.validation.enabled:
+        return
+    advertised = {run.name: (run.plan.get("expected") or {}).get("allocatable") or {} for run in going}
+    try:
+        outcomes = validate_nodes(client, advertised, settings.validation, settings.taint_key, settings.timeout,
+                                  settings.poll_interval, check_mode)
+    except K8sError as error:
+        for run in going:
+            run.fail(VALIDATE, error)
+        return
+    for run in going:
+        outcome = outcomes[run.name]
+        if check_mode:
+            # Nothing ran: what would run, not an outcome.
+            run.result["would_validate"] = {key: outcome[key] for key in ("pod", "resources", "msg")}
+            continue
+        run.result["validation"] = outcome
+        if not outcome["passed"]:
+            run.fail(VALIDATE, K8sError(outcome["msg"]))
+
+
 def fence(client: KubeClient, entries: list[Mapping[str, Any]], settings: RolloutSettings, check_mode: bool) -> dict[str, dict[str, Any]]:
-    """Begin, evacuate and pause every node of ``entries`` the unavailability budget admits; each node's result."""
+    """Begin, wait for jobs, evacuate and pause every node of ``entries`` the unavailability budget admits;
+    each node's result."""
     runs = [NodeRun(entry) for entry in entries]
     if settings.max_unavailable is not None and runs:
         _within_budget(client, runs, settings, check_mode)
@@ -434,13 +505,14 @@ def fence(client: KubeClient, entries: list[Mapping[str, Any]], settings: Rollou
                                                                settings.client_pod_timeout, settings.poll_interval)
 
     _each(runs, _step(BEGIN, begin))
+    _wait_for_jobs(client, runs, settings, check_mode)
     _each(runs, _step(EVACUATE, lambda run: _evacuate(client, run, settings, check_mode)))
     _each(runs, _step(PAUSE, pause))
     return {run.name: run.finish() for run in runs}
 
 
 def release(client: KubeClient, entries: list[Mapping[str, Any]], settings: RolloutSettings, check_mode: bool) -> dict[str, dict[str, Any]]:
-    """Resume, wait for and finish every node of ``entries``; each node's result. The wait is one
+    """Resume, wait for, validate and finish every node of ``entries``; each node's result. The wait is one
     list and watch of the nodes for the whole batch; in check mode it is not done (the GPUs did
     not change, so the node would never advertise the new layout)."""
     runs = [NodeRun(entry) for entry in entries]
@@ -474,6 +546,7 @@ def release(client: KubeClient, entries: list[Mapping[str, Any]], settings: Roll
                 run.fail(WAIT, outcome)
             else:
                 run.result["matched"] = outcome.get("matched", [])
+    _validate(client, runs, settings, check_mode)
     _each(runs, _step(FINISH, finish))
     return {run.name: run.finish() for run in runs}
 

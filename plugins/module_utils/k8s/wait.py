@@ -130,7 +130,8 @@ def wait_until(
         events_seen = 0
         if use_watch:
             watches += 1
-            timeout_seconds = max(1, min(watch_window, int(deadline.remaining() + 0.999)))
+            # A deadline may be infinite (a timeout of 0 that means forever): the window bounds it.
+            timeout_seconds = max(1, int(min(watch_window, deadline.remaining()) + 0.999))
             try:
                 for event in source.watch(resource_version, timeout_seconds):
                     events_seen += 1

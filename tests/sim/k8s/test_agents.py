@@ -355,3 +355,84 @@ def test_a_daemonset_rolls_its_pods_on_a_new_template_and_only_then(make_sim):
     sim.set_label("example.com/unrelated", "x")
     wait_for(lambda: sim.labels().get("example.com/unrelated") == "x", what="the label")
     assert {p["metadata"]["uid"] for p in sim.pods(name)} == rolled
+
+
+# -- pods that run to an end (gpuops_sim/k8s/containers.py) --
+
+def one_shot(name: str, command: list[str], resources: dict[str, str], node: str | None = NODE, **spec: Any) -> dict:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+           "spec": {"restartPolicy": "Never", "containers": [
+               {"name": "main", "image": "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04", "command": command,
+                "resources": {"limits": resources}}], **spec}}
+    if node:
+        pod["spec"]["nodeName"] = node
+    return pod
+
+
+def phase_of(sim: Sim, name: str) -> str | None:
+    pod = sim.api.get("pods", "default", name)
+    phase = (pod.get("status") or {}).get("phase")
+    return phase if phase in ("Succeeded", "Failed") else None
+
+
+def test_a_job_that_sleeps_succeeds_on_its_own_and_frees_its_devices(make_sim):
+    sim = make_sim(layout=["1g.5gb"] * 7)
+    sim.install("mixed")
+    wait_for(lambda: sim.allocatable() == {"nvidia.com/mig-1g.5gb": "56"})
+    sim.api.create("pods", "default", one_shot("job", ["sh", "-c", "sleep 0.3"], {"nvidia.com/mig-1g.5gb": "1"}, node=None))
+    assert wait_for(lambda: phase_of(sim, "job"), what="the job to end") == "Succeeded"
+    status = sim.api.get("pods", "default", "job")["status"]
+    assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    wait_for(lambda: not any(g["processes"] for g in nvml.show(sim.path())["gpus"]), what="processes detached")
+
+
+def test_nvidia_smi_succeeds_on_working_devices_and_fails_on_a_lost_gpu(make_sim):
+    sim = make_sim(layout=["3g.20gb"] * 2)
+    sim.install("mixed")
+    wait_for(lambda: sim.allocatable() == {"nvidia.com/mig-3g.20gb": "16"})
+    sim.api.create("pods", "default", one_shot("check", ["nvidia-smi", "-L"], {"nvidia.com/mig-3g.20gb": "1"}))
+    assert wait_for(lambda: phase_of(sim, "check")) == "Succeeded"
+    nvml.add_fault(sim.path(), "nvmlDeviceGetHandleByUUID", "GPU_IS_LOST", count=0)
+    sim.api.create("pods", "default", one_shot("check-lost", ["nvidia-smi", "-L"], {"nvidia.com/mig-3g.20gb": "1"}))
+    assert wait_for(lambda: phase_of(sim, "check-lost")) == "Failed"
+    ended = sim.api.get("pods", "default", "check-lost")["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert ended["exitCode"] == 15 and "GPU is lost" in ended["message"]
+    nvml.clear_faults(sim.path())
+    sim.api.create("pods", "default", one_shot("check-again", ["nvidia-smi", "-L"], {"nvidia.com/mig-3g.20gb": "1"}))
+    assert wait_for(lambda: phase_of(sim, "check-again")) == "Succeeded"
+
+
+def test_a_pod_bound_to_a_node_without_its_resource_fails_admission(make_sim):
+    sim = make_sim(layout=["3g.20gb"] * 2)
+    sim.install("mixed")
+    wait_for(lambda: sim.allocatable() == {"nvidia.com/mig-3g.20gb": "16"})
+    sim.api.create("pods", "default", one_shot("check", ["nvidia-smi", "-L"], {"nvidia.com/mig-1g.5gb": "1"}))
+    assert wait_for(lambda: phase_of(sim, "check")) == "Failed"
+    assert sim.api.get("pods", "default", "check")["status"]["reason"] == "UnexpectedAdmissionError"
+
+
+def test_a_pod_past_its_active_deadline_is_failed_and_others_run_until_deleted(make_sim):
+    sim = make_sim(layout=["3g.20gb"] * 2)
+    sim.install("mixed")
+    wait_for(lambda: sim.allocatable() == {"nvidia.com/mig-3g.20gb": "16"})
+    sim.api.create("pods", "default", one_shot("long", ["python", "train.py"], {"nvidia.com/mig-3g.20gb": "1"},
+                                               activeDeadlineSeconds=1))
+    sim.api.create("pods", "default", one_shot("server", ["python", "serve.py"], {"nvidia.com/mig-3g.20gb": "1"}))
+    assert wait_for(lambda: phase_of(sim, "long"), what="the deadline") == "Failed"
+    assert sim.api.get("pods", "default", "long")["status"]["reason"] == "DeadlineExceeded"
+    assert sim.api.get("pods", "default", "server")["status"]["phase"] == "Running"
+
+
+@pytest.mark.parametrize("container, program", [
+    ({"command": ["sleep", "5"]}, ("sleep", 5.0)),
+    ({"command": ["/bin/sh", "-c", "sleep 2s"]}, ("sleep", 2.0)),
+    ({"command": ["nvidia-smi"], "args": ["-L"]}, ("nvidia-smi", 0.0)),
+    ({"command": ["/usr/bin/nvidia-smi", "-q"]}, ("nvidia-smi", 0.0)),
+    ({"command": ["python", "train.py"]}, None),
+    ({"command": ["sleep", "infinity"]}, None),
+    ({}, None),
+])
+def test_the_programs_that_end(container, program):
+    from gpuops_sim.k8s import containers  # pylint: disable=import-outside-toplevel
+    found = containers.program_of(container)
+    assert (found and (found.kind, found.seconds)) == program or (found is None and program is None)

@@ -115,6 +115,8 @@ class FakeKube:
         self.calls: list[tuple[str, Any]] = []
         self.failures: dict[str, list[BaseException]] = {}
         self.on_evict: Callable[[dict[str, Any]], None] | None = None
+        # Called with each pod created (a kubelet's part: set its phase).
+        self.on_create: Callable[[dict[str, Any]], None] | None = None
         self.watch_events: list[list[dict[str, Any]]] = []
         self.rv = 200
 
@@ -162,7 +164,26 @@ class FakeKube:
         items = list(self.pods.values())
         if field_selector and field_selector.startswith("spec.nodeName="):
             items = [p for p in items if p["spec"].get("nodeName") == field_selector.split("=", 1)[1]]
+        if label_selector:
+            # Enough of the selector syntax for the tests: comma-separated `key` and `key=value` terms.
+            for term in label_selector.split(","):
+                key, value = term.partition("=")[::2]
+                items = [p for p in items if key in (p["metadata"].get("labels") or {})
+                         and (not value or p["metadata"]["labels"][key] == value)]
         return {"items": copy.deepcopy(items), "metadata": {"resourceVersion": str(self.rv)}}
+
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("create_pod", namespace, copy.deepcopy(body)))
+        self._fail("create_pod")
+        if any(p["metadata"]["namespace"] == namespace and p["metadata"]["name"] == body["metadata"]["name"] for p in self.pods.values()):
+            raise api_error(409, 'pods "{0}" already exists'.format(body["metadata"]["name"]), "AlreadyExists")
+        pod = copy.deepcopy(body)
+        pod["metadata"].setdefault("uid", "uid-{0}-{1}".format(namespace, body["metadata"]["name"]))
+        pod.setdefault("status", {"phase": "Pending"})
+        self.pods[pod["metadata"]["uid"]] = pod
+        if self.on_create:
+            self.on_create(pod)
+        return copy.deepcopy(pod)
 
     def list_pdbs(self, namespace: str) -> list[dict[str, Any]]:
         self.calls.append(("list_pdbs", namespace))
@@ -181,6 +202,11 @@ class FakeKube:
 
     def delete_pod(self, namespace: str, name: str, uid: str | None, grace_period: int | None) -> None:
         self.calls.append(("delete_pod", namespace, name, uid, grace_period))
+        if uid is None:
+            uid = next((key for key, pod in self.pods.items()
+                        if pod["metadata"]["namespace"] == namespace and pod["metadata"]["name"] == name), None)
+            if uid is None:
+                raise api_error(404, 'pods "{0}" not found'.format(name), "NotFound")
         self.pods.pop(uid, None)
 
     def watch(self, kind: str, resource_version: str | None, timeout_seconds: int, field_selector: str | None = None,

@@ -55,6 +55,13 @@ def test_a_budget_allowing_no_disruption_shows_as_blocking_with_the_pods_it_hold
     assert "blocked by PodDisruptionBudget default/infer: allows 0 disruption(s)" in render_markdown(preview)
 
 
+def test_the_jobs_a_node_would_wait_for_are_among_its_waits():
+    reports = {"a": {"result": "success", "would_evict": [], "jobs": ["default/train-0"]}}
+    entry = build_preview([node("a")], reports, 1)["batches"][0]["nodes"][0]
+    assert entry["waits"] == ["default/train-0: a job the fence waits for (mig_reconfigure_wait_for_jobs_selector) before the eviction"]
+    assert "wait: default/train-0: a job the fence waits for" in render_markdown(build_preview([node("a")], reports, 1))
+
+
 def test_reasons_say_before_a_reboot_and_when_the_device_map_is_unavailable():
     reports = {"a": {"result": "success", "would_evict": [pod("p1"), pod("web", "before the reboot")],
                      "would_evict_before_reboot": [pod("web", "before the reboot")]},
