@@ -16,13 +16,14 @@ description:
   - A node read through NVML and found converged (its MIG layout, advertised resources and labels, boot-time record
     and driver as wanted) is recorded with O(record=true) in the annotation C(gpuops.io/converged), which holds
     the digest of the node's settings (O(nodes[].settings)), a digest of what the node's real publishers say about
-    its GPUs (GPU Feature Discovery's C(nvidia.com/mig.*), C(nvidia.com/gpu.*) and C(nvidia.com/cuda.driver.*)
-    labels, and the node's C(nvidia.com/*) allocatable) and the time of the reading.
+    its GPUs (GPU Feature Discovery's labels, every C(nvidia.com/) label but C(nvidia.com/gfd.timestamp), such as
+    C(nvidia.com/mig.*), C(nvidia.com/mig-<profile>.*), C(nvidia.com/gpu.*) and C(nvidia.com/cuda.driver.*); and
+    the node's C(nvidia.com/*) allocatable) and the time of the reading.
   - The record is written only where it differs or is older than half of O(recheck_interval), so that a run that
     finds nothing new writes nothing. A node being changed (the rollout's taint O(taint_key), a
     C(nvidia.com/mig.config.state) other than C(success)) or labelled C(gpuops.io/mig-reconfigure.skip=true) is
     not recorded.
-  - With O(record=false) (the default) nothing is written: one Node list tells, for each node of O(nodes), whether
+  - With O(record=false) (the default) nothing is written, and one Node list tells, for each node of O(nodes), whether
     the API confirms it converged. It is when its record holds the settings digest given now, its GFD labels and
     allocatable are those recorded, the reading is younger than O(recheck_interval), and nothing marks it as being
     changed; RV(nodes) gives the reason for every other node.

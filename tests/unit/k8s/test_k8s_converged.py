@@ -144,3 +144,24 @@ def test_which_variables_are_settings_and_the_driver_only_where_the_collection_i
     assert "nvidia_driver_version" not in cv.node_settings(operator)
     not_installed = dict(variables, nvidia_driver_install=False)
     assert "nvidia_driver_version" not in cv.node_settings(not_installed)
+
+
+def test_the_filter_digests_each_hosts_settings_and_names_its_node(tmp_path):
+    from ansible_collections.gpuops.nvidia.plugins.filter.converged import node_settings_digests
+
+    config = tmp_path / "configs.yaml"
+    config.write_text("version: v1\n")
+    hostvars = {
+        "localhost": {"nvidia_device_plugin_namespace": "nvidia"},
+        "a": {"mig_config_name": "all-1g.5gb", "ansible_host": "10.0.0.1", "k8s_node_name": "node-a"},
+        "b": {"mig_config_name": "all-1g.5gb", "ansible_host": "10.0.0.2"},
+        "c": {"mig_config_name": "all-1g.5gb", "mig_config_file": str(config)},
+    }
+    first = node_settings_digests(hostvars, ["a", "b", "c"], "localhost")
+    assert {host: one["name"] for host, one in first.items()} == {"a": "node-a", "b": "b", "c": "c"}
+    # What is not a setting (the address) does not count; the config file's content does; so do the API host's settings.
+    assert node_settings_digests(dict(hostvars, b=dict(hostvars["b"], ansible_host="10.9.9.9")), ["b"], "localhost") == {"b": first["b"]}
+    config.write_text("version: v1\nmig-configs: {}\n")
+    assert node_settings_digests(hostvars, ["c"], "localhost")["c"] != first["c"]
+    other_api = dict(hostvars, localhost={"nvidia_device_plugin_namespace": "gpu"})
+    assert node_settings_digests(other_api, ["b"], "localhost")["b"] != first["b"]
