@@ -9,11 +9,17 @@ node's record of a converged reading (gpuops.nvidia.k8s_node_converged) is compa
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.converged import digest, is_setting, node_settings, settings_digest
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.converged import (
+    digest,
+    found_converged,
+    is_setting,
+    node_settings,
+    settings_digest,
+)
 
 #: The collection's root: its version and default configs are part of every node's desired state.
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,6 +74,34 @@ def node_settings_digests(hostvars: Mapping[str, Any], hosts: Iterable[str], api
         raise AnsibleFilterError("node_settings_digests: %s" % exc) from exc
 
 
+def converged_nodes(hostvars: Mapping[str, Any], hosts: Iterable[str], digests: Mapping[str, Mapping[str, str]],
+                    pending: Optional[Iterable[str]] = None) -> List[Dict[str, Any]]:
+    """The nodes of ``hosts`` that this run read through NVML and found converged, each as
+    gpuops.nvidia.k8s_node_converged's ``nodes`` takes it: name, settings digest (from ``digests``,
+    worked out at the start of the run) and the time of the reading.
+
+    From each host's facts of the mig_reconfigure role: its decision (``mig_reconfigure_decision``),
+    for a host of ``pending`` (the rollout's) the result of its pass (``mig_reconfigure_report``),
+    and when it was read (``mig_reconfigure_started``).
+    """
+    pending = set(pending or [])
+    nodes = []
+    for host in hosts:
+        if host not in digests:
+            continue
+        facts = hostvars[host]
+        decision = facts.get("mig_reconfigure_decision")
+        report = facts.get("mig_reconfigure_report")
+        if not found_converged(host in pending, isinstance(decision, Mapping),
+                               bool((decision or {}).get("skipped")) if isinstance(decision, Mapping) else False,
+                               report.get("result") if isinstance(report, Mapping) else None):
+            continue
+        read_at = facts.get("mig_reconfigure_started")
+        nodes.append({"name": digests[host]["name"], "settings": digests[host]["settings"],
+                      "read_at": float(read_at) if read_at not in (None, "") else None})
+    return nodes
+
+
 class FilterModule:
     def filters(self):
-        return {"node_settings_digests": node_settings_digests}
+        return {"node_settings_digests": node_settings_digests, "converged_nodes": converged_nodes}

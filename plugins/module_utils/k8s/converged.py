@@ -185,3 +185,16 @@ def confirm(nodes: Iterable[Mapping[str, Any]], wanted: Mapping[str, str], now: 
         else:
             confirmed.append(name)
     return {"confirmed": confirmed, "unconfirmed": unconfirmed}
+
+
+#: How a rollout pass ends on a node that is converged afterwards (its report's result).
+CONVERGED_RESULTS = ("success", "unchanged", "recorded")
+
+
+def found_converged(pending: bool, decided: bool, skipped: bool, result: Optional[str]) -> bool:
+    """Whether a node still in the run was read through NVML and found converged: a node the
+    validating play planned (``decided``) and did not send through the rollout, or one whose rollout
+    pass ended in one of CONVERGED_RESULTS; never a node left out of the rollout (``skipped``)."""
+    if not decided or skipped:
+        return False
+    return result in CONVERGED_RESULTS if pending else True

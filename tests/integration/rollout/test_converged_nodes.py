@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from gpuops_sim.k8s.cluster import layout_node
+
+# Five runs of the playbook on two nodes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ANNOTATION = "gpuops.io/converged"
 NODE_PLAYS = ("Install the Python libraries the modules need on the GPU nodes",

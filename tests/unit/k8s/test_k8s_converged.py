@@ -165,3 +165,32 @@ def test_the_filter_digests_each_hosts_settings_and_names_its_node(tmp_path):
     assert node_settings_digests(hostvars, ["c"], "localhost")["c"] != first["c"]
     other_api = dict(hostvars, localhost={"nvidia_device_plugin_namespace": "gpu"})
     assert node_settings_digests(other_api, ["b"], "localhost")["b"] != first["b"]
+
+
+def test_the_nodes_recorded_are_those_read_and_found_converged():
+    from ansible_collections.gpuops.nvidia.plugins.filter.converged import converged_nodes
+
+    digests = {host: {"name": "node-" + host, "settings": "s-" + host} for host in "abcdefg"}
+    decided = {"skipped": False}
+    hostvars = {
+        "a": {"mig_reconfigure_decision": decided, "mig_reconfigure_started": "1800000000.5"},  # needed nothing
+        "b": {"mig_reconfigure_decision": decided, "mig_reconfigure_report": {"result": "success"}},
+        "c": {"mig_reconfigure_decision": decided, "mig_reconfigure_report": {"result": "deferred"}},
+        # The rollout stopped (max_fail_percentage) before this node's batch: still the validating play's result.
+        "d": {"mig_reconfigure_decision": decided},
+        "e": {"mig_reconfigure_decision": {"skipped": True}},
+        "f": {},  # never planned (unreachable in the node preparation, or a rehearsal)
+        "g": {"mig_reconfigure_decision": decided, "mig_reconfigure_report": {"result": "recorded"}},
+        "h": {"mig_reconfigure_decision": decided},  # not in the digests: not a GPU node of the first play
+    }
+    nodes = converged_nodes(hostvars, list(hostvars), digests, ["b", "c", "d", "g"])
+    assert [n["name"] for n in nodes] == ["node-a", "node-b", "node-g"]
+    assert nodes[0] == {"name": "node-a", "settings": "s-a", "read_at": 1800000000.5}
+    assert nodes[1]["read_at"] is None
+
+
+@given(pending=st.booleans(), decided=st.booleans(), skipped=st.booleans(),
+       result=st.sampled_from([None, "success", "unchanged", "recorded", "failed", "deferred", "skipped"]))
+def test_found_converged(pending, decided, skipped, result):
+    expected = decided and not skipped and (not pending or result in ("success", "unchanged", "recorded"))
+    assert cv.found_converged(pending, decided, skipped, result) == expected
