@@ -215,7 +215,7 @@ def main() -> None:
     if module.params["record"]:
         run(module, record_one)
     else:
-        run(module, confirm_one, lambda client, batch: _confirm_all(client, batch))
+        run(module, confirm_one, _confirm_all)
 
 
 if __name__ == "__main__":
