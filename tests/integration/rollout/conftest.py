@@ -150,12 +150,12 @@ class SimCluster:
 
 @pytest.fixture
 def sim_cluster(tmp_path):
-    """Factory: ``sim_cluster(pools=["a100:2:A100-40GB:2"], plugin_delay=0.1)`` → a started SimCluster."""
+    """Factory: ``sim_cluster(pools=["a100:2:A100-40GB:2"], plugin_delay=0.1, gfd_interval=3600)`` → a started SimCluster."""
     started = []
 
-    def start(pools, plugin_delay: float = 0.1, **options) -> SimCluster:
+    def start(pools, plugin_delay: float = 0.1, gfd_interval: float = 3600, **options) -> SimCluster:
         directory = tmp_path / ("cluster%d" % len(started))
-        settings = AgentSettings(plugin_delay=plugin_delay, gfd_interval=3600)
+        settings = AgentSettings(plugin_delay=plugin_delay, gfd_interval=gfd_interval)
         cluster = Cluster(str(directory), ClusterOptions(pools=[parse_pool(p) for p in pools], settings=settings, **options))
         cluster.start()
         started.append(cluster)
