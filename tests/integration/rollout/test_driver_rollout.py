@@ -122,3 +122,64 @@ def test_a_driver_change_without_reboots_allowed_is_refused_before_anything_chan
     assert "mig_allow_reboot=true" in run.output
     assert "installed_driver_version" not in cluster.nvml_state(node)
     assert STATE not in cluster.node(node)["metadata"]["labels"]
+
+
+def unavailable(availability: dict) -> bool:
+    """Out of service as mig_max_unavailable counts it: NotReady, cordoned, or tainted NoSchedule/NoExecute."""
+    return not availability["ready"] or availability["unschedulable"] or bool(availability["taints"])
+
+
+def most_unavailable(initial: dict[str, dict], requests: list[dict]) -> int:
+    """The most GPU nodes out of service at once, replaying every node write of the request log in order."""
+    current = dict(initial)
+    most = sum(unavailable(a) for a in current.values())
+    for request in sorted(requests, key=lambda r: r["seq"]):
+        if request.get("node_after") is not None and request.get("name") in current:
+            current[request["name"]] = request["node_after"]
+            most = max(most, sum(unavailable(a) for a in current.values()))
+    return most
+
+
+@pytest.mark.fleet
+def test_fleet_driver_upgrade_keeps_within_max_unavailable_and_leaves_nodes_out_of_service_alone(sim_cluster):
+    from gpuops_sim.k8s.server import node_availability  # pylint: disable=import-outside-toplevel
+    from gpuops_sim.node import kubelet  # pylint: disable=import-outside-toplevel
+
+    cluster = sim_cluster(["a100:20:A100-40GB:8"])
+    nodes = cluster.nodes
+    common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_config_name=all-1g.5gb", "-e", "mig_reconfigure_wait_timeout=300"]
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_rollout_batch=100%")
+    cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=40, pdb_max_unavailable="25%")
+    cluster.workload(name="serve", resource="nvidia.com/mig-1g.5gb", count=20, pdb_min_available="75%")
+    # Two nodes cordoned by an operator, one down, before the run.
+    cordoned, down = nodes[3:5], nodes[10]
+    for node in cordoned:
+        cluster.store.patch("nodes", None, node, {"spec": {"unschedulable": True}})
+    kubelet.shut_down(cluster.cluster.state_path(down))
+    assert not any(c["status"] == "True" for c in cluster.node(down)["status"]["conditions"] if c["type"] == "Ready")
+    site = ["-e", "@%s" % cluster.write_vars("site.yml", site_install(cluster))]
+    initial = {node: node_availability(cluster.node(node)) for node in nodes}
+    cluster.clear_requests()
+
+    run = cluster.playbook("nvidia-gpu-operator.yml", *common, *site, "-e", "mig_allow_reboot=true",
+                           "-e", "mig_max_unavailable=25%", "-e", "mig_rollout_batch=2", timeout=3000)
+    requests = cluster.requests()
+    assert most_unavailable(initial, requests) <= 5
+    assert not {name for name in killed_by_kubelet(requests) if name.startswith(("infer-", "serve-"))}
+    for node in nodes:
+        obj = cluster.node(node)
+        if node in cordoned or node == down:
+            assert cluster.nvml_state(node)["driver_version"] == SIMULATED, node
+            assert STATE not in obj["metadata"]["labels"]
+            if node in cordoned:
+                assert obj["spec"].get("unschedulable") is True
+            continue
+        assert cluster.nvml_state(node)["driver_version"] == WANTED, (node, run.output[-3000:])
+        assert obj["metadata"]["labels"][STATE] == "upgrade-done"
+        assert obj["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == str(7 * 8)
+        assert TAINT not in [t["key"] for t in obj["spec"].get("taints") or []]
+    assert "left out" in run.output or "is cordoned by someone else" in run.output
+
+    again = cluster.playbook("nvidia-gpu-operator.yml", *common, *site, "-e", "mig_allow_reboot=true",
+                             "-e", "mig_max_unavailable=25%", "-e", "mig_rollout_batch=2", timeout=3000)
+    assert again.changed == 0, again.output[-5000:]
