@@ -104,6 +104,12 @@ def held_back(node: Mapping[str, Any], taint_key: str, cordon_record: str, inclu
     return ""
 
 
+def unfinished(labels: Mapping[str, str]) -> bool:
+    """Whether the node's label shows a driver upgrade under way or failed: the change that releases
+    the node (its driver is then the wanted one, or the node would still be upgraded) finishes it."""
+    return labels.get(DRIVER_STATE_LABEL) in IN_PROGRESS + (UPGRADE_FAILED,)
+
+
 def failed_state(labels: Mapping[str, str]) -> dict[str, str]:
     """The driver state a failed node gets: UPGRADE_FAILED when an upgrade was under way, else nothing."""
     return {DRIVER_STATE_LABEL: UPGRADE_FAILED} if labels.get(DRIVER_STATE_LABEL) in IN_PROGRESS else {}

@@ -471,8 +471,10 @@ def release(client: KubeClient, entries: list[Mapping[str, Any]], settings: Roll
                                        and _labels(outcome.before).get(key) != "true")
 
     def finish(run: NodeRun) -> None:
-        run.write(client, finish_change(run.entry.get("config_name"), settings, run.decision.get("driver_upgrade")),
-                  settings, check_mode)
+        # A node whose upgrade failed in an earlier run and whose driver is now the wanted one (the
+        # failure came after the reboot) finishes its upgrade with this change.
+        upgrade = run.decision.get("driver_upgrade") or drivers.unfinished(_labels(run.node or {}))
+        run.write(client, finish_change(run.entry.get("config_name"), settings, upgrade), settings, check_mode)
 
     _each(runs, _step(RESUME, resume))
     waiting = [run for run in runs if run.going]

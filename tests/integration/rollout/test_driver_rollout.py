@@ -22,6 +22,7 @@ from gpuops_sim.node import boot
 from gpuops_sim.nvml import state as sim_state
 
 from test_driver_on_simulated_nodes import SIMULATED, WANTED, site_install
+from test_rollout import mutations
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -50,13 +51,6 @@ def test_a_driver_change_rolls_through_drained_batches_and_each_failing_step_lea
     cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=4, pdb_max_unavailable="1")
     cluster.workload(name="pinned", resource="nvidia.com/mig-1g.5gb", count=1, node=pdb_blocked, pdb_max_unavailable="0")
     site = ["-e", "@%s" % cluster.write_vars("site.yml", site_install(cluster))]
-
-    # The rehearsal names the driver change of every node and changes nothing.
-    cluster.clear_requests()
-    rehearsal = cluster.playbook("nvidia-gpu-operator.yml", *SETTINGS, *ROLLING, *site, "--check", check=False)
-    assert "driver %s -> " % SIMULATED in rehearsal.output and "; driver %s" % WANTED in rehearsal.output, rehearsal.output[-4000:]
-    assert all(cluster.nvml_state(node)["driver_version"] == SIMULATED for node in nodes)
-    assert all(STATE not in cluster.node(node)["metadata"]["labels"] for node in nodes)
 
     states = {node: cluster.cluster.state_path(node) for node in nodes}
     sim_state.set_driver_faults(states[install_fails], install_error="DKMS build of nvidia failed")
@@ -111,7 +105,7 @@ def test_a_driver_change_rolls_through_drained_batches_and_each_failing_step_lea
     assert converged.changed == 0, converged.output[-5000:]
 
 
-def test_a_driver_change_without_reboots_allowed_is_refused_before_anything_changes(sim_cluster):
+def test_a_driver_change_is_refused_without_reboots_allowed_and_rehearsed_with_them(sim_cluster):
     cluster = sim_cluster(["a100:1:A100-40GB:1"])
     node = cluster.nodes[0]
     site = ["-e", "@%s" % cluster.write_vars("site.yml", site_install(cluster))]
@@ -122,6 +116,14 @@ def test_a_driver_change_without_reboots_allowed_is_refused_before_anything_chan
     assert "mig_allow_reboot=true" in run.output
     assert "installed_driver_version" not in cluster.nvml_state(node)
     assert STATE not in cluster.node(node)["metadata"]["labels"]
+
+    # The rehearsal names the node's driver change and changes nothing.
+    rehearsal = cluster.playbook("nvidia-gpu-operator.yml", "-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_allow_reboot=true",
+                                 *site, "--check")
+    assert "; driver %s -> " % SIMULATED in rehearsal.output and "; driver %s;" % WANTED in rehearsal.output, rehearsal.output[-4000:]
+    assert cluster.nvml_state(node)["driver_version"] == SIMULATED and "installed_driver_version" not in cluster.nvml_state(node)
+    assert STATE not in cluster.node(node)["metadata"]["labels"]
+    assert not [r for r in mutations(cluster.requests()) if r.get("resource") in ("nodes", "pods")]
 
 
 def unavailable(availability: dict) -> bool:

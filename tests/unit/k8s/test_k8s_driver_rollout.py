@@ -59,3 +59,11 @@ def test_a_failure_under_way_marks_the_upgrade_failed_and_a_node_without_one_get
     assert first["labels"][d.DRIVER_STATE_LABEL] == d.UPGRADE_FAILED and first["labels"][r.STATE_LABEL] == "failed"
     assert first["annotations"][r.MESSAGE_ANNOTATION] == "wrong driver loaded"
     assert d.DRIVER_STATE_LABEL not in kube.nodes["gpu-node-2"]["metadata"]["labels"]
+    # The cause fixed, the node already runs the wanted driver (it failed after its reboot): the
+    # change that releases it finishes its upgrade.
+    kube.nodes["gpu-node-1"]["status"]["allocatable"] = {"nvidia.com/gpu": "2"}
+    converged = {"layout_changes": False, "advertised_current": True, "tainted": True, "reboot": False, "driver_upgrade": None}
+    r.fence(kube, [entry("gpu-node-1", converged)], r.RolloutSettings(), check_mode=False)
+    released = r.release(kube, [entry("gpu-node-1", converged)], r.RolloutSettings(), check_mode=False)
+    assert not released["gpu-node-1"]["failed"], released
+    assert kube.nodes["gpu-node-1"]["metadata"]["labels"][d.DRIVER_STATE_LABEL] == d.UPGRADE_DONE
