@@ -56,15 +56,19 @@ def wanted_text(target: Mapping[str, Any]) -> str:
 
 
 def wanted_loaded(loaded: Optional[str], target: Mapping[str, Any]) -> bool:
-    """Whether the ``loaded`` driver is the wanted one (the nvidia_driver role's rule): the version
-    when one is set, else the branch (``latest`` within a branch is never known to be loaded)."""
+    """Whether the ``loaded`` driver is the wanted one: the version when one is set, else the branch.
+
+    With ``package_state: latest`` a newer driver within the branch is not known here: the driver
+    play asks the package manager, and a driver it updates waits for the rollout's drained reboot
+    (nvidia_driver_reboot_pending). Only another branch is an upgrade planned here, so that a
+    converged node is not rebooted by every run."""
     loaded = str(loaded or "")
     if not loaded:
         return False
     version = str(target.get("version") or "")
     if version:
         return loaded == version
-    return loaded.split(".")[0] == str(target.get("branch")) and str(target.get("package_state") or "present") == "present"
+    return loaded.split(".")[0] == str(target.get("branch"))
 
 
 def driver_upgrade(loaded: Optional[str], target: Optional[Mapping[str, Any]]) -> Optional[dict[str, str]]:

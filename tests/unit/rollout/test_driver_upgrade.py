@@ -30,6 +30,9 @@ def node(unschedulable=False, ready=True, taints=(), annotations=None, labels=No
     ("550.54.15", TARGET, {"from": "550.54.15", "to": "570.86.15"}),
     ("570.86.15", TARGET, None),
     ("570.10.01", dict(TARGET, version=""), None),
+    # latest within the branch: the driver play asks the package manager; only another branch is planned.
+    ("570.10.01", dict(TARGET, version="", package_state="latest"), None),
+    ("550.54.15", dict(TARGET, version="", package_state="latest"), {"from": "550.54.15", "to": "branch 570"}),
     ("550.54.15", dict(TARGET, version=""), {"from": "550.54.15", "to": "branch 570"}),
     # No driver loaded: a first install, which the driver play does.
     ("", TARGET, None),
