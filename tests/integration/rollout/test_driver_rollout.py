@@ -144,44 +144,56 @@ def most_unavailable(initial: dict[str, dict], requests: list[dict]) -> int:
 
 @pytest.mark.fleet
 def test_fleet_driver_upgrade_keeps_within_max_unavailable_and_leaves_nodes_out_of_service_alone(sim_cluster):
+    """The acceptance case: 20 nodes x 8 GPUs, two cordoned by an operator and one NotReady beforehand,
+    max_unavailable 25 % (5 nodes): batches of 2 fill the budget."""
+    rolling_driver_upgrade(sim_cluster, nodes=20, gpus=8, cordoned=(3, 4), down=10, max_unavailable="25%", most=5, batch=2)
+
+
+def rolling_driver_upgrade(sim_cluster, nodes: int, gpus: int, cordoned: tuple, down: int, max_unavailable: str, most: int,
+                           batch: int) -> None:
+    """A driver version change on a fleet with workloads behind PodDisruptionBudgets and nodes out of
+    service beforehand: at no time more than ``most`` nodes out (replayed from the request log), no
+    pod killed by a reboot, the nodes out of service left alone (cordon kept, driver unchanged), every
+    other node upgraded and advertising its resources, and a re-run changes nothing."""
     from gpuops_sim.k8s.server import node_availability  # pylint: disable=import-outside-toplevel
     from gpuops_sim.node import kubelet  # pylint: disable=import-outside-toplevel
 
-    cluster = sim_cluster(["a100:20:A100-40GB:8"])
-    nodes = cluster.nodes
+    cluster = sim_cluster(["a100:%d:A100-40GB:%d" % (nodes, gpus)])
+    names = cluster.nodes
     common = ["-e", "k8s_gpu_mig_strategy=mixed", "-e", "mig_config_name=all-1g.5gb", "-e", "mig_reconfigure_wait_timeout=300"]
-    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_rollout_batch=100%")
-    cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=40, pdb_max_unavailable="25%")
-    cluster.workload(name="serve", resource="nvidia.com/mig-1g.5gb", count=20, pdb_min_available="75%")
-    # Two nodes cordoned by an operator, one down, before the run.
-    cordoned, down = nodes[3:5], nodes[10]
-    for node in cordoned:
+    cluster.playbook("nvidia-gpu-operator.yml", *common, "-e", "mig_rollout_batch=100%", timeout=3000)
+    cluster.workload(name="infer", resource="nvidia.com/mig-1g.5gb", count=2 * nodes, pdb_max_unavailable="25%")
+    cluster.workload(name="serve", resource="nvidia.com/mig-1g.5gb", count=nodes, pdb_min_available="75%")
+    # Nodes cordoned by an operator, and one down, before the run.
+    held_cordoned, held_down = [names[i] for i in cordoned], names[down]
+    for node in held_cordoned:
         cluster.store.patch("nodes", None, node, {"spec": {"unschedulable": True}})
-    kubelet.shut_down(cluster.cluster.state_path(down))
-    assert not any(c["status"] == "True" for c in cluster.node(down)["status"]["conditions"] if c["type"] == "Ready")
-    site = ["-e", "@%s" % cluster.write_vars("site.yml", site_install(cluster))]
-    initial = {node: node_availability(cluster.node(node)) for node in nodes}
+    kubelet.shut_down(cluster.cluster.state_path(held_down))
+    assert not any(c["status"] == "True" for c in cluster.node(held_down)["status"]["conditions"] if c["type"] == "Ready")
+    site = ["-e", "@%s" % cluster.write_vars("site.yml", site_install(cluster)), "-e", "mig_allow_reboot=true",
+            "-e", "mig_max_unavailable=%s" % max_unavailable, "-e", "mig_rollout_batch=%d" % batch]
+    initial = {node: node_availability(cluster.node(node)) for node in names}
     cluster.clear_requests()
 
-    run = cluster.playbook("nvidia-gpu-operator.yml", *common, *site, "-e", "mig_allow_reboot=true",
-                           "-e", "mig_max_unavailable=25%", "-e", "mig_rollout_batch=2", timeout=3000)
+    run = cluster.playbook("nvidia-gpu-operator.yml", *common, *site, timeout=3000)
     requests = cluster.requests()
-    assert most_unavailable(initial, requests) <= 5
+    assert most_unavailable(initial, requests) <= most
     assert not {name for name in killed_by_kubelet(requests) if name.startswith(("infer-", "serve-"))}
-    for node in nodes:
+    for node in names:
         obj = cluster.node(node)
-        if node in cordoned or node == down:
+        if node in held_cordoned or node == held_down:
             assert cluster.nvml_state(node)["driver_version"] == SIMULATED, node
             assert STATE not in obj["metadata"]["labels"]
-            if node in cordoned:
+            assert TAINT not in [t["key"] for t in obj["spec"].get("taints") or []]
+            if node in held_cordoned:
                 assert obj["spec"].get("unschedulable") is True
             continue
         assert cluster.nvml_state(node)["driver_version"] == WANTED, (node, run.output[-3000:])
         assert obj["metadata"]["labels"][STATE] == "upgrade-done"
-        assert obj["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == str(7 * 8)
+        assert obj["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == str(7 * gpus)
         assert TAINT not in [t["key"] for t in obj["spec"].get("taints") or []]
-    assert "left out" in run.output or "is cordoned by someone else" in run.output
+    assert "is cordoned by someone else: its driver upgrade is left for later" in run.output
+    assert "is NotReady: its driver upgrade is left for later" in run.output
 
-    again = cluster.playbook("nvidia-gpu-operator.yml", *common, *site, "-e", "mig_allow_reboot=true",
-                             "-e", "mig_max_unavailable=25%", "-e", "mig_rollout_batch=2", timeout=3000)
+    again = cluster.playbook("nvidia-gpu-operator.yml", *common, *site, timeout=3000)
     assert again.changed == 0, again.output[-5000:]
