@@ -70,7 +70,7 @@ def test_a_driver_change_rolls_through_drained_batches_and_each_failing_step_lea
         assert TAINT not in [t["key"] for t in obj["spec"].get("taints") or []]
         assert obj["status"]["allocatable"]["nvidia.com/mig-1g.5gb"] == "7"
         assert cluster.layout(node) == layouts[node]
-    failures = {install_fails: "non-zero return code", wrong_driver: "wrong driver loaded", not_ready: "Ready",
+    failures = {install_fails: "non-zero return code (", wrong_driver: "wrong driver loaded", not_ready: "Ready",
                 pdb_blocked: "pinned"}
     for node, reason in failures.items():
         obj = cluster.node(node)
@@ -78,6 +78,7 @@ def test_a_driver_change_rolls_through_drained_batches_and_each_failing_step_lea
         assert obj["metadata"]["labels"]["nvidia.com/mig.config.state"] == "failed"
         assert TAINT in [t["key"] for t in obj["spec"].get("taints") or []]
         assert reason in obj["metadata"]["annotations"][MESSAGE], (node, obj["metadata"]["annotations"][MESSAGE])
+    assert "DKMS build of nvidia failed" in cluster.node(install_fails)["metadata"]["annotations"][MESSAGE]
     assert cluster.nvml_state(install_fails)["driver_version"] == SIMULATED
     assert cluster.nvml_state(wrong_driver)["driver_version"] == "565.57.01"
     assert cluster.nvml_state(pdb_blocked)["driver_version"] == SIMULATED
