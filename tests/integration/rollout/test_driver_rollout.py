@@ -144,6 +144,7 @@ def most_unavailable(initial: dict[str, dict], requests: list[dict]) -> int:
 
 
 @pytest.mark.fleet
+@pytest.mark.timeout(7200)
 def test_fleet_driver_upgrade_keeps_within_max_unavailable_and_leaves_nodes_out_of_service_alone(sim_cluster):
     """The acceptance case: 20 nodes x 8 GPUs, two cordoned by an operator and one NotReady beforehand,
     max_unavailable 25 % (5 nodes): batches of 2 fill the budget."""
