@@ -24,7 +24,7 @@ from gpuops_sim.nvml import state as sim_state
 from test_driver_on_simulated_nodes import SIMULATED, WANTED, site_install
 from test_rollout import mutations
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 STATE = "gpuops.io/driver-upgrade.state"
 MESSAGE = "gpuops.io/mig-reconfigure.message"
