@@ -13,8 +13,8 @@ node released.
 
 Reported: wall time, controller CPU (ansible-playbook and all it started) per node, and how many
 nodes run the new driver with their driver upgrade state ``upgrade-done``. A size whose projected
-time (a seventh of rollout_scaling's 100-node figure per node is no guide here: every node reboots)
-does not fit what is left of the run's budget is not started, and the result says so.
+time (PROJECTED_S_PER_NODE) does not fit what is left of the run's budget is not started, and the
+result says so.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ CONFIG, RESOURCE, COUNT = "all-1g.5gb", "nvidia.com/mig-1g.5gb", 56
 # The simulator's default driver is loaded on every node; this one is wanted.
 WANTED = "570.86.15"
 STATE_LABEL = "gpuops.io/driver-upgrade.state"
-# Set-up and the measured run together, per node, on the 2-core machine (from a 10-node run): a
-# size is not started when it would not finish within what is left of the budget.
+# Set-up and the measured run together, per node, on the 2-core machine: an estimate (2 nodes,
+# batches of one node, took 117 s in all; 100 nodes run 10 nodes a batch). A size is not started
+# when it would not finish within what is left of the budget.
 PROJECTED_S_PER_NODE = 12.0
 MARGIN_S = 30
 
