@@ -19,7 +19,7 @@ from bench.common import RESULTS, ROOT, Options, rounded
 
 # Cheap and fixed-size first; rollout_scaling last, since it skips the sizes that do not fit in
 # what is left of the budget (noop_overhead is stopped at the budget).
-FIGURES = ("plan_speed", "demand_planner", "pods_disrupted", "noop_overhead", "rollout_scaling")
+FIGURES = ("plan_speed", "demand_planner", "pods_disrupted", "noop_overhead", "driver_rollout", "rollout_scaling")
 # `make bench` must finish within 20 minutes on the 2-core CI machine; keep a minute in hand.
 DEFAULT_BUDGET_S = 19 * 60
 
@@ -40,6 +40,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="rollout_scaling fleet sizes, comma separated (default 10,100,1000; quick 2,4)")
     parser.add_argument("--noop-nodes", type=int, default=None,
                         help="noop_overhead fleet size (default 100; quick 4)")
+    parser.add_argument("--driver-nodes", type=int, default=None,
+                        help="driver_rollout fleet size (default 100; quick 4)")
     return parser.parse_args(list(argv))
 
 
@@ -65,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget_s if args.budget_s > 0 else None
     options = Options(quick=args.quick, workdir=workdir, out=args.out, deadline=deadline, sizes=args.sizes,
-                      noop_nodes=args.noop_nodes)
+                      noop_nodes=args.noop_nodes, driver_nodes=args.driver_nodes)
 
     from bench.common import write_results  # pylint: disable=import-outside-toplevel
 

@@ -39,6 +39,7 @@ class Options:
     deadline: Optional[float] = None   # time.monotonic() by which the whole run should be done
     sizes: Optional[Tuple[int, ...]] = None  # rollout_scaling sizes, when given on the command line
     noop_nodes: Optional[int] = None  # noop_overhead's fleet, when given on the command line
+    driver_nodes: Optional[int] = None  # driver_rollout's fleet, when given on the command line
 
     def remaining_s(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.monotonic()

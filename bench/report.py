@@ -56,10 +56,18 @@ def _headline_demand(f: Mapping[str, Any]) -> Tuple[str, str, str]:
             f"{_get(f, 'median_s')} / {_get(f, 'median_cpu_s')} s", f"< {_get(f, 'target_s')} s")
 
 
+def _headline_driver(f: Mapping[str, Any]) -> Tuple[str, str, str]:
+    if f.get("not_run"):
+        return (f"rolling driver upgrade of {f.get('nodes')} nodes", f"not run: {f.get('reason')}", "–")
+    return (f"rolling driver upgrade of {f.get('nodes')} nodes: wall / controller CPU per node",
+            f"{f.get('wall_s')} s / {f.get('controller_cpu_per_node_s')} s ({f.get('nodes_upgraded')} upgraded)", "–")
+
+
 HEADLINES: Dict[str, Callable[[Mapping[str, Any]], Tuple[str, str, str]]] = {
     "noop_overhead": _headline_noop,
     "pods_disrupted": _headline_pods,
     "rollout_scaling": _headline_rollout,
+    "driver_rollout": _headline_driver,
     "plan_speed": _headline_plan,
     "demand_planner": _headline_demand,
 }

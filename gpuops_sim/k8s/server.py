@@ -211,6 +211,16 @@ def table(rt: ResourceType, items: list[Obj], resource_version: str, include_obj
 
 # --- the HTTP handler ---------------------------------------------------------------------------------
 
+def node_availability(node: Obj) -> Obj:
+    """What a node write left of the node's availability, kept in the request log (``node_after``),
+    so that a test can replay how many nodes were out of service at any time: cordoned, the keys of
+    its NoSchedule and NoExecute taints, and Ready."""
+    spec, status = node.get("spec") or {}, node.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return {"unschedulable": bool(spec.get("unschedulable")), "ready": ready,
+            "taints": sorted(t.get("key", "") for t in spec.get("taints") or [] if t.get("effect") in ("NoSchedule", "NoExecute"))}
+
+
 class _Dropped(Exception):
     """The connection was closed on purpose (fault injection)."""
 
@@ -303,6 +313,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._watch(info, query, record, fault)
                 return
             code, payload = self._resource(info, query, body)
+            if info.resource == "nodes" and info.verb in ("patch", "update") and code < 300 and isinstance(payload, dict):
+                record["node_after"] = node_availability(payload)
             emulator._record_status(record, code)
             if isinstance(payload, bytes):
                 self._send(code, payload)

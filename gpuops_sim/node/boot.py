@@ -35,6 +35,9 @@ def boot(path: str) -> dict[str, Any]:
             started.append(name)
         except systemd.UnitError:
             failed.append(name)
+    if (nvml_state.read_state(path).get("driver_faults") or {}).get("kubelet_down"):
+        # The kubelet fault (nvml_state.set_driver_faults): the node stays NotReady.
+        return {"started": started, "failed": failed + [kubelet_unit], "kubelet": False}
     try:
         systemd.start(path, kubelet_unit, kubelet.bring_up, retry_failed=False)
         kubelet_up = True

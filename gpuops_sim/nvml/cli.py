@@ -82,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # pylint: disable
     driver.add_argument("--install", required=True, metavar="VERSION", help="the driver version, e.g. 570.86.15")
     driver.set_defaults(func=_driver)
 
+    faults = sub.add_parser("driver-fault", help="faults of the node's driver and boot (an empty value clears one)")
+    _state_arg(faults)
+    faults.add_argument("--install-error", help="the driver install fails with this message")
+    faults.add_argument("--loads", metavar="VERSION", help="the next reboot loads this driver instead of the installed one")
+    faults.add_argument("--kubelet-down", choices=("true", "false"), help="the kubelet does not start at boot")
+    faults.set_defaults(func=_driver_fault)
+
     reboot = sub.add_parser("reboot", help="reboot the node")
     _state_arg(reboot)
     reboot.set_defaults(func=_reboot)
@@ -171,8 +178,20 @@ def _driver(args: argparse.Namespace) -> int:
     except PermissionError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    loaded = state.install_driver(args.state, args.install)
+    try:
+        loaded = state.install_driver(args.state, args.install)
+    except state.DriverInstallError as exc:
+        print(f"{args.state}: {exc}", file=sys.stderr)
+        return 1
     print(f"{args.state}: driver {args.install} installed; {loaded or 'no driver'} stays loaded until the next reboot")
+    return 0
+
+
+def _driver_fault(args: argparse.Namespace) -> int:
+    changes = {name: value for name, value in (("install_error", args.install_error), ("loads", args.loads)) if value is not None}
+    if args.kubelet_down is not None:
+        changes["kubelet_down"] = args.kubelet_down == "true"
+    print(json.dumps(state.set_driver_faults(args.state, **changes)))
     return 0
 
 

@@ -490,9 +490,14 @@ def reboot(path: str | os.PathLike[str]) -> None:
     with transaction(path) as state:
         state["processes"] = []
         state["boot_count"] += 1
-        # A driver installed since the last boot is the one the kernel loads now.
+        # A driver installed since the last boot is the one the kernel loads now; with the
+        # ``loads`` fault (set_driver_faults), a stale initramfs or a DKMS build for another kernel
+        # loads that version instead.
         if state.get("installed_driver_version"):
             state["driver_version"] = state.pop("installed_driver_version")
+            loads = (state.get("driver_faults") or {}).get("loads")
+            if loads:
+                state["driver_version"] = loads
         # Enabled host services start again at boot; a stop for a reset does not outlive it.
         for service in state.get("services", {}).values():
             service["active"] = True
@@ -502,12 +507,42 @@ def reboot(path: str | os.PathLike[str]) -> None:
                 gpu["mig_current"] = gpu["mig_pending"] = False
 
 
+class DriverInstallError(RuntimeError):
+    """The driver package failed to install (the ``install_error`` fault of set_driver_faults)."""
+
+
+#: The faults of a node's driver and boot, as a real node shows them (see set_driver_faults).
+DRIVER_FAULTS = ("install_error", "loads", "kubelet_down")
+
+
+def set_driver_faults(path: str | os.PathLike[str], **faults: Any) -> dict[str, Any]:
+    """Faults of the node's driver and boot, None clearing one: ``install_error`` (the install
+    command fails with that message, as a failed DKMS build does), ``loads`` (the next reboot loads
+    that driver version instead of the installed one), ``kubelet_down`` (the kubelet does not start
+    at boot: the node stays NotReady). Returns the faults now set."""
+    unknown = set(faults) - set(DRIVER_FAULTS)
+    if unknown:
+        raise ValueError(f"unknown driver faults {sorted(unknown)}: one of {', '.join(DRIVER_FAULTS)}")
+    with transaction(path) as state:
+        current = state.setdefault("driver_faults", {})
+        for name, value in faults.items():
+            if value in (None, False, ""):
+                current.pop(name, None)
+            else:
+                current[name] = value
+        return dict(current)
+
+
 def install_driver(path: str | os.PathLike[str], version: str) -> str | None:
     """A driver package installed on the node: NVML keeps reporting the loaded driver (or, on a node
     that had none, cannot be opened) until the next reboot loads this one. Its nvidia-smi goes to
-    the node's /usr/bin (under the node's root, where the node has one). Returns the loaded version."""
+    the node's /usr/bin (under the node's root, where the node has one). Returns the loaded version.
+    Raises DriverInstallError with the ``install_error`` fault set."""
     if not re.match(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$", version):
         raise ValueError(f"driver version {version!r} is not like 570.86.15")
+    error = (read_state(path).get("driver_faults") or {}).get("install_error")
+    if error:
+        raise DriverInstallError(f"driver {version}: {error}")
     with transaction(path) as state:
         if version == state["driver_version"]:
             state.pop("installed_driver_version", None)

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.gpuops.nvidia.plugins.module_utils import driver_upgrade as drivers
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import node_plan as node_plans
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import resources
 from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import PYNVML_MISSING
@@ -24,6 +25,8 @@ CONFIG_LABEL = "nvidia.com/mig.config"
 STATE_LABEL = "nvidia.com/mig.config.state"
 #: A node labelled with it (value "true") is kept out of every rollout: never fenced, drained or changed.
 SKIP_LABEL = "gpuops.io/mig-reconfigure.skip"
+#: Whether the node was cordoned before the rollout cordoned it (module_utils/k8s/rollout.py CORDON_RECORD).
+CORDON_RECORD = "gpuops.io/mig-reconfigure.cordoned-before"
 
 
 def mig_expected_resources(gpus: Any, plan: Optional[Mapping[str, Any]] = None, *options: Any, **named: Any) -> Dict[str, Any]:
@@ -111,7 +114,9 @@ def library_refusal(node_name: str, reason: str, rehearsal: bool) -> str:
 def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any], config_name: Optional[str] = None,
                       taint_key: str = "gpuops.io/mig-reconfigure", node_name: Optional[str] = None,
                       host: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None,
-                      reboot_pending: bool = False, rehearsal: bool = False) -> Dict[str, Any]:
+                      reboot_pending: bool = False, rehearsal: bool = False,
+                      driver_target: Optional[Mapping[str, Any]] = None, include_unavailable: bool = False,
+                      reboot_allowed: bool = False) -> Dict[str, Any]:
     """What a rollout pass decides about a node, from its Node object and its node plan (mig_node_plan).
 
     ``node``: None when the cluster has no such node. ``config_name``: the config the node must
@@ -123,6 +128,13 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
     is to do (a driver installed in this run); the change then reboots it. ``plan_after_driver``: the
     node's NVML could not be opened (no driver yet), so it is planned again once the driver is in place.
     ``skipped``: the node is labelled SKIP_LABEL=true and is left alone (see skipped_decision).
+
+    ``driver_target``: the driver the collection installs (module_utils/driver_upgrade.py). A node
+    whose loaded driver is another gets ``driver_upgrade`` ``{from, to}``: the change drains it whole,
+    installs, reboots (refused unless ``reboot_allowed``) and checks the loaded driver. Such a node
+    cordoned by someone else or NotReady is skipped (unless ``include_unavailable``), saying why.
+    ``driver_by_rollout``: the loaded driver is not the wanted one, so the driver play leaves the
+    node's packages alone (the rollout changes them, or nothing does, for a skipped node).
     """
     settings = settings or {}
     node_name = node_name or ((node or {}).get("metadata") or {}).get("name") or ""
@@ -137,11 +149,19 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
     missing = plan.get("nvml_unavailable") or ""
     if not refusal and missing:
         refusal = library_refusal(node_name, missing, rehearsal) or driver_refusal(settings, node_name, missing)
+    upgrade = None if missing else drivers.driver_upgrade(plan.get("driver_version"), driver_target)
+    if not refusal and upgrade and not reboot_allowed and node is not None:
+        refusal = ("Node %s: driver %s is loaded and %s is wanted; the upgrade reboots the node (drained), which "
+                   "mig_allow_reboot=false does not allow. Set mig_allow_reboot=true, or keep the driver "
+                   "(nvidia_driver_version/nvidia_driver_branch)." % (node_name, upgrade["from"], upgrade["to"]))
     node = node or {}
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
     if labels.get(SKIP_LABEL) == "true":
-        return skipped_decision(settings_refusal(settings), node_name)
+        return dict(skipped_decision(settings_refusal(settings), node_name), driver_by_rollout=bool(upgrade))
+    held = drivers.held_back(node, taint_key, CORDON_RECORD, include_unavailable) if upgrade else ""
+    if held:
+        return dict(skipped_decision(settings_refusal(settings), node_name), driver_by_rollout=True, message=held)
     advertised_diff = mig_advertised_diff(node, plan.get("expected") or {})
     advertised_current = labels.get(DEPLOY_LABEL_PREFIX + "device-plugin") == "true" and not advertised_diff
     tainted = any((taint or {}).get("key") == taint_key for taint in (node.get("spec") or {}).get("taints") or [])
@@ -153,9 +173,11 @@ def mig_node_decision(node: Optional[Mapping[str, Any]], plan: Mapping[str, Any]
         "tainted": tainted,
         "labels_current": config_name is None
         or (labels.get(CONFIG_LABEL) == config_name and labels.get(STATE_LABEL) == "success"),
-        "reboot": bool(reboot_pending),
-        "disruptive": layout_changes or not advertised_current or tainted or bool(reboot_pending) or bool(missing),
+        "reboot": bool(reboot_pending) or bool(upgrade),
+        "disruptive": layout_changes or not advertised_current or tainted or bool(reboot_pending) or bool(missing) or bool(upgrade),
         "plan_after_driver": bool(missing),
+        "driver_upgrade": upgrade,
+        "driver_by_rollout": bool(upgrade),
         "refusal": refusal,
         "skipped": False,
     }
@@ -176,11 +198,19 @@ def skipped_decision(refusal: str = "", node_name: str = "") -> Dict[str, Any]:
         "reboot": False,
         "disruptive": False,
         "plan_after_driver": False,
+        "driver_upgrade": None,
+        "driver_by_rollout": False,
         "refusal": refusal,
         "skipped": True,
         "node": node_name,
         "message": "node %s is labelled %s=true: left out of the rollout" % (node_name, SKIP_LABEL),
     }
+
+
+def driver_upgrade(loaded: Optional[str], target: Optional[Mapping[str, Any]]) -> Optional[Dict[str, str]]:
+    """``{from, to}`` when the ``loaded`` driver is not the wanted one (``target``), else None (see
+    module_utils/driver_upgrade.py); after the upgrade's reboot, None says the wanted driver loaded."""
+    return drivers.driver_upgrade(loaded, target)
 
 
 def mig_layout_summary(gpus: Any, plan: Optional[Mapping[str, Any]] = None) -> str:
@@ -221,4 +251,5 @@ class FilterModule:
             "mig_changing_devices": mig_changing_devices,
             "mig_node_plan": mig_node_plan,
             "mig_node_decision": mig_node_decision,
+            "driver_upgrade": driver_upgrade,
         }

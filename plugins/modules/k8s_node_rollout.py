@@ -30,6 +30,9 @@ description:
   - O(phase=fail) marks each node V(failed) with its O(nodes[].reason) in the annotation
     C(gpuops.io/mig-reconfigure.message), and resumes the clients the rollout paused, in one write. The taint and the
     cordon stay.
+  - A node whose O(nodes[].decision) carries C(driver_upgrade) also gets the driver upgrade's state label
+    C(gpuops.io/driver-upgrade.state) in the same writes, V(draining) at begin, V(upgrade-done) at finish, and
+    V(upgrade-failed) from O(phase=fail) when an upgrade was under way (docs/rolling-reconfigure.md).
   - A node that fails a step stops there; the other nodes of the batch go on. Each node's result says at which step
     and why (RV(nodes)); the run fails at the end naming the nodes that failed, so that a playbook can fail exactly
     their hosts (the task's C(failed_when) set to V(false), then a check per host on RV(nodes)).

@@ -19,7 +19,10 @@ there, with the step and the reason in its result, and the other nodes of the ba
   advertised resource must succeed) → finish (state ``success``, taint removed, the rollout's own
   cordon undone, in one write).
 - ``fail``: the GPU clients paused by the rollout are resumed, state ``failed`` and the reason
-  written, in one write; the taint (and cordon) stay.
+  written, in one write; the taint (and cordon) stay. A driver upgrade under way is ``upgrade-failed``.
+
+A node whose decision upgrades its driver (``driver_upgrade``) carries the driver upgrade's state
+label (module_utils/driver_upgrade.py): ``draining`` from its fence, ``upgrade-done`` at its finish.
 
 What each step writes is worked out by the pure functions of the first half from the node's plan
 and decision (the mig_config node plan and the mig_node_decision filter's result) and the node as
@@ -33,6 +36,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping
 
+from ansible_collections.gpuops.nvidia.plugins.module_utils import driver_upgrade as drivers
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.budget import Admission, admit, max_unavailable_count
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError, KubeClient
 from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import NodeConditions
@@ -248,9 +252,15 @@ def _config_labels(config_name: str | None) -> dict[str, str]:
     return {CONFIG_LABEL: config_name} if config_name else {}
 
 
-def begin_change(config_name: str | None, settings: RolloutSettings) -> dict[str, Any]:
+def _driver_state(driver_upgrade: Any, state: str) -> dict[str, str]:
+    """The driver upgrade's state label of a node whose decision upgrades its driver, else nothing."""
+    return {drivers.DRIVER_STATE_LABEL: state} if driver_upgrade else {}
+
+
+def begin_change(config_name: str | None, settings: RolloutSettings, driver_upgrade: Any = None) -> dict[str, Any]:
     """The write that fences the node: state ``pending``, the rollout's taint (its value the config
-    name), the cordon when asked for, and no message left from an earlier failure.
+    name), the cordon when asked for, and no message left from an earlier failure. A node whose
+    driver the change upgrades (``driver_upgrade``, from its decision) is ``draining`` it.
 
     One write, so the node is never seen ``pending`` without the taint that keeps new pods off the
     GPUs being changed, even when the controller stops between two steps.
@@ -261,20 +271,23 @@ def begin_change(config_name: str | None, settings: RolloutSettings) -> dict[str
         # None: the cordon is left as it is. The record of whether the node was cordoned before is
         # written only with a cordon.
         "cordon": True if settings.cordon else None,
-        "labels": dict(_config_labels(config_name), **{STATE_LABEL: "pending"}),
+        "labels": dict(_config_labels(config_name), **{STATE_LABEL: "pending"},
+                       **_driver_state(driver_upgrade, drivers.DRAINING)),
         "annotations": {MESSAGE_ANNOTATION: None},
     }
 
 
-def finish_change(config_name: str | None, settings: RolloutSettings) -> dict[str, Any]:
+def finish_change(config_name: str | None, settings: RolloutSettings, driver_upgrade: Any = None) -> dict[str, Any]:
     """The write that ends the change: state ``success``, the rollout's taint removed and the node
     uncordoned only when its record says the rollout cordoned it (in this run or an interrupted one,
-    also when cordoning is off now); a cordon or taint someone else set stays."""
+    also when cordoning is off now); a cordon or taint someone else set stays. A driver upgrade is
+    ``upgrade-done``."""
     return {
         "taints": [{"key": settings.taint_key, "effect": settings.taint_effect}],
         "state": "absent",
         "cordon": False,
-        "labels": dict(_config_labels(config_name), **{STATE_LABEL: "success"}),
+        "labels": dict(_config_labels(config_name), **{STATE_LABEL: "success"},
+                       **_driver_state(driver_upgrade, drivers.UPGRADE_DONE)),
         "annotations": {MESSAGE_ANNOTATION: None},
     }
 
@@ -305,7 +318,7 @@ def node_view(node: Mapping[str, Any]) -> dict[str, Any]:
     view = taint_view(node)
     labels = label_view(node)
     view["labels"] = {key: value for key, value in labels["labels"].items()
-                      if key in (STATE_LABEL, CONFIG_LABEL) or key.startswith(DEPLOY_LABEL_PREFIX)}
+                      if key in (STATE_LABEL, CONFIG_LABEL, drivers.DRIVER_STATE_LABEL) or key.startswith(DEPLOY_LABEL_PREFIX)}
     view["annotations"] = {key: value for key, value in labels["annotations"].items()
                            if key in (MESSAGE_ANNOTATION, CORDON_RECORD)}
     return view
@@ -492,7 +505,8 @@ def fence(client: KubeClient, entries: list[Mapping[str, Any]], settings: Rollou
         _within_budget(client, runs, settings, check_mode)
 
     def begin(run: NodeRun) -> None:
-        run.write(client, begin_change(run.entry.get("config_name"), settings), settings, check_mode)
+        run.write(client, begin_change(run.entry.get("config_name"), settings, run.decision.get("driver_upgrade")),
+                  settings, check_mode)
 
     def pause(run: NodeRun) -> None:
         labels = pause_labels(run.node or {}, settings.gpu_clients)
@@ -529,7 +543,10 @@ def release(client: KubeClient, entries: list[Mapping[str, Any]], settings: Roll
                                        and _labels(outcome.before).get(key) != "true")
 
     def finish(run: NodeRun) -> None:
-        run.write(client, finish_change(run.entry.get("config_name"), settings), settings, check_mode)
+        # A node whose upgrade failed in an earlier run and whose driver is now the wanted one (the
+        # failure came after the reboot) finishes its upgrade with this change.
+        upgrade = run.decision.get("driver_upgrade") or drivers.unfinished(_labels(run.node or {}))
+        run.write(client, finish_change(run.entry.get("config_name"), settings, upgrade), settings, check_mode)
 
     _each(runs, _step(RESUME, resume))
     waiting = [run for run in runs if run.going]
@@ -559,7 +576,7 @@ def fail(client: KubeClient, entries: list[Mapping[str, Any]], settings: Rollout
 
     def mark(run: NodeRun) -> None:
         def compute(node: dict[str, Any]) -> dict[str, Any] | None:
-            labels = dict(resume_labels(node), **{STATE_LABEL: "failed"})
+            labels = dict(resume_labels(node), **{STATE_LABEL: "failed"}, **drivers.failed_state(_labels(node)))
             message = str(run.entry.get("reason") or "failed")[:4000]
             return node_write({"labels": labels, "annotations": {MESSAGE_ANNOTATION: message}})(node)
         outcome = change_node(client, run.name, compute, client.retry.deadline(settings.timeout), check_mode)

@@ -110,3 +110,23 @@ def test_a_unit_whose_condition_fails_is_skipped_and_does_not_block(node):
     assert systemd.unit_state(path, "opt.service")["result"] == "condition"
     assert ready(emulator)["status"] == "True"
     assert json.loads(json.dumps(nvml.read_state(path)["host"]))["kubelet"] == "active"
+
+
+def test_driver_faults_fail_the_install_load_another_driver_or_keep_the_kubelet_down(node):
+    path, _root, emulator, _log = node
+    loaded = nvml.read_state(path)["driver_version"]
+    nvml.state.set_driver_faults(path, install_error="DKMS build failed")
+    with pytest.raises(nvml.state.DriverInstallError, match="DKMS build failed"):
+        nvml.state.install_driver(path, "570.86.15")
+    assert "installed_driver_version" not in nvml.read_state(path)
+    # The next reboot loads another driver than the one installed, and the kubelet stays down.
+    nvml.state.set_driver_faults(path, install_error=None, loads="565.57.01", kubelet_down=True)
+    nvml.state.install_driver(path, "570.86.15")
+    result = boot.reboot(path)
+    assert nvml.read_state(path)["driver_version"] == "565.57.01" != loaded
+    assert result["kubelet"] is False and ready(emulator)["status"] != "True"
+    # Cleared, a reboot brings the kubelet back (the driver stays what the kernel loaded).
+    assert nvml.state.set_driver_faults(path, loads=None, kubelet_down=None) == {}
+    assert boot.reboot(path)["kubelet"] is True and ready(emulator)["status"] == "True"
+    with pytest.raises(ValueError, match="unknown driver faults"):
+        nvml.state.set_driver_faults(path, kernel_panic=True)

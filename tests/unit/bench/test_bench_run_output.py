@@ -82,3 +82,17 @@ def test_a_fleet_whose_mitogen_interpreters_do_not_fit_is_not_run_under_mitogen(
     assert bench.sim.strategy_does_not_fit("mitogen_linear", 100) is None
     why = bench.sim.strategy_does_not_fit("mitogen_linear", 1000)
     assert why and "1000 simulated nodes under mitogen_linear need about 78 GiB" in why
+
+
+def test_the_driver_rollout_figure_reports_wall_and_cpu_per_node_or_why_it_did_not_run(tmp_path) -> None:
+    from bench import driver_rollout  # pylint: disable=import-outside-toplevel
+    from bench.common import Options  # pylint: disable=import-outside-toplevel
+    from bench.report import render  # pylint: disable=import-outside-toplevel
+
+    # No room left in the budget: not started, and the figure says why.
+    skipped = driver_rollout.run(Options(quick=False, workdir=tmp_path, out=tmp_path, deadline=0.0))
+    assert skipped["not_run"] is True and skipped["nodes"] == driver_rollout.NODES and "budget" in skipped["reason"]
+    document = {"generated": "now", "environment": {"cpus": 2, "python": "3.11"}, "total_wall_s": 1, "figures": [
+        {"figure": "driver_rollout", "nodes": 100, "finished": True, "wall_s": 900.0, "controller_cpu_per_node_s": 4.2,
+         "nodes_upgraded": 100}]}
+    assert "900.0 s / 4.2 s (100 upgraded)" in render(document)

@@ -172,7 +172,8 @@ def test_node_decision_of_a_converged_node_needs_nothing():
         allocatable={"nvidia.com/mig-1g.5gb": "7", "cpu": "8"})
     assert f.mig_node_decision(node, plan, "all-1g.5gb") == {
         "layout_changes": False, "advertised_diff": [], "advertised_current": True, "tainted": False,
-        "labels_current": True, "reboot": False, "disruptive": False, "plan_after_driver": False, "refusal": "",
+        "labels_current": True, "reboot": False, "disruptive": False, "plan_after_driver": False, "driver_upgrade": None,
+        "driver_by_rollout": False, "refusal": "",
         "skipped": False}
     # A driver installed earlier in the run waits for the rollout's reboot: the node goes through a change.
     pending = f.mig_node_decision(node, plan, "all-1g.5gb", reboot_pending=True)
