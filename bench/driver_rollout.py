@@ -45,7 +45,7 @@ MARGIN_S = 30
 def driver_settings(cluster: Cluster) -> Dict[str, Any]:
     """A site that installs the driver with its own command, here the simulator's."""
     state = str(cluster.directory / "nodes" / "{{ inventory_hostname }}.json")
-    return {"nvidia_driver_install": True, "nvidia_driver_branch": WANTED.split(".")[0], "nvidia_driver_version": WANTED,
+    return {"nvidia_driver_install": True, "nvidia_driver_branch": WANTED.split(".", maxsplit=1)[0], "nvidia_driver_version": WANTED,
             "nvidia_driver_install_command": [str(PYTHON), "-m", "gpuops_sim", "nvml", "driver", "--state", state,
                                               "--install", "{version}"],
             "mig_allow_reboot": True}

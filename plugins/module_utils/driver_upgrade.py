@@ -68,7 +68,7 @@ def wanted_loaded(loaded: Optional[str], target: Mapping[str, Any]) -> bool:
     version = str(target.get("version") or "")
     if version:
         return loaded == version
-    return loaded.split(".")[0] == str(target.get("branch"))
+    return loaded.split(".", maxsplit=1)[0] == str(target.get("branch"))
 
 
 def driver_upgrade(loaded: Optional[str], target: Optional[Mapping[str, Any]]) -> Optional[dict[str, str]]:
