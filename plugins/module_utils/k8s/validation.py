@@ -135,9 +135,10 @@ def pod_outcome(pod: Mapping[str, Any] | None) -> tuple[str, str]:
 def _delete(client: KubeClient, settings: ValidationSettings, node: str, timeout: float) -> None:
     """Delete the node's validation pod, if there is one (a 404 is what we want)."""
     def delete() -> None:
+        # Not found means it is gone already; the retry classifies every other error.
         try:
             client.delete_pod(settings.namespace, pod_name(node), None, 0)
-        except Exception as error:  # noqa: BLE001 - 404 means it is gone; the rest are classified by the retry
+        except Exception as error:  # noqa: BLE001 - classified just below
             if api_status(error) != 404:
                 raise
     client.retry.run(delete, client.retry.deadline(timeout), "deleting pod {0}/{1}".format(settings.namespace, pod_name(node)))
