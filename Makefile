@@ -31,7 +31,7 @@ java-runtime:
 	  || echo "no Java runtime and none could be installed: the ansible-rulebook test will fail (install Java 17 or later)"
 
 pytest: venv java-runtime
-	$(BIN)/python -m pytest -n 2 -m "not fleet" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not fleet and not acceptance" $(PYTEST_ARGS)
 
 # The rollout's end-to-end tests again under Mitogen's mitogen_linear strategy (docs/scale.md), a
 # selection to hold CI's budget (about 2 to 3 minutes on 2 cores): check mode and API faults, a failed
@@ -42,10 +42,11 @@ MITOGEN_TESTS := tests/integration/rollout/test_rollout.py::test_check_mode_reru
 pytest-mitogen: venv
 	GPUOPS_ANSIBLE_STRATEGY=mitogen_linear $(BIN)/python -m pytest -n 2 $(MITOGEN_TESTS) $(PYTEST_ARGS)
 
-# The 20-node x 8-GPU rolling reconfigure on the simulated cluster (about 12 minutes on 2 cores;
-# kept out of `make test` to hold CI to its time budget).
-acceptance: venv
-	$(BIN)/python -m pytest -m fleet tests/integration/rollout $(PYTEST_ARGS)
+# The 20-node x 8-GPU rolling reconfigure and driver upgrade on the simulated cluster, and the longest
+# end-to-end scenarios (the driver upgrade's failure at each step among them); kept out of `make test`
+# to hold CI to its time budget.
+acceptance: venv java-runtime
+	$(BIN)/python -m pytest -n 2 -m "fleet or acceptance" tests/integration $(PYTEST_ARGS)
 
 sanity: venv
 	$(BIN)/python tests/sanity/run_sanity.py

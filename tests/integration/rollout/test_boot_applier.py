@@ -66,7 +66,7 @@ def mig_allocatable(cluster, node: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["A100-40GB", "H100"], ids=["ampere", "hopper"])
+@pytest.mark.parametrize("model", ["A100-40GB", pytest.param("H100", marks=pytest.mark.acceptance)], ids=["ampere", "hopper"])
 def test_unplanned_reboot_comes_back_with_its_layout_from_the_boot_applier_alone(sim_cluster, model):
     cluster = sim_cluster(["pool:1:%s:2" % model])
     node = cluster.nodes[0]

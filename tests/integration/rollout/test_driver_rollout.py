@@ -42,6 +42,7 @@ def killed_by_kubelet(requests: list[dict]) -> set[str]:
             and "kubelet" in (r.get("user_agent") or "")}
 
 
+@pytest.mark.acceptance
 def test_a_driver_change_rolls_through_drained_batches_and_each_failing_step_leaves_its_node_fenced(sim_cluster):
     cluster = sim_cluster(["a100:6:A100-40GB:1"])
     nodes = cluster.nodes

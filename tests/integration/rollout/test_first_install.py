@@ -29,6 +29,7 @@ def site_inventory(cluster, name: str, all_vars: dict, hosts: dict | None = None
     return ["-i", str(cluster.write_vars(name, {"all": {"vars": all_vars, "children": children}}))]
 
 
+@pytest.mark.acceptance
 def test_the_api_host_set_only_in_the_inventory_runs_every_api_task(sim_cluster):
     cluster = sim_cluster(["a100:2:A100-40GB:1"])
     site = site_inventory(cluster, "site.yml", {"k8s_gpu_mig_strategy": "mixed", "mig_config_name": "all-1g.5gb"})

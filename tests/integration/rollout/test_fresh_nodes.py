@@ -84,6 +84,7 @@ def test_the_readme_steps_install_everything_on_fresh_nodes_and_a_second_run_cha
     assert cluster.layout(node) == layout
 
 
+@pytest.mark.acceptance
 def test_with_the_operators_driver_the_readme_steps_converge_on_fresh_nodes_and_a_second_run_changes_nothing(
         fresh_cluster, node_wheels, monkeypatch, tmp_path):
     """gpu_stack=operator with its driver: the chart (helm stand-in) creates the ClusterPolicy, the

@@ -85,6 +85,7 @@ def wait_watching(cluster, rulebook: Rulebook, timeout: float = 180.0) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.acceptance
 def test_pending_gpu_pods_fire_one_event_and_one_run_and_then_run(sim_cluster):
     cluster = sim_cluster(["a100:2:A100-40GB:1"])
     config = cluster.write_vars("configs.yml", start_configs())
