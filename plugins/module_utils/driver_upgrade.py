@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import node_ready
+
 #: The node label that shows where a node is in its driver upgrade.
 DRIVER_STATE_LABEL = "gpuops.io/driver-upgrade.state"
 UPGRADE_REQUIRED = "upgrade-required"
@@ -80,13 +82,6 @@ def driver_upgrade(loaded: Optional[str], target: Optional[Mapping[str, Any]]) -
     return {"from": str(loaded), "to": wanted_text(target or {})}
 
 
-def _ready(node: Mapping[str, Any]) -> bool:
-    for condition in (node.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return condition.get("status") == "True"
-    return False
-
-
 def held_back(node: Mapping[str, Any], taint_key: str, cordon_record: str, include_unavailable: bool) -> str:
     """Why the node is not upgraded now, '' when nothing holds it back: it is cordoned by someone
     else, or NotReady, before the rollout touched it (and ``include_unavailable`` is off). A node the
@@ -102,7 +97,7 @@ def held_back(node: Mapping[str, Any], taint_key: str, cordon_record: str, inclu
     if (node.get("spec") or {}).get("unschedulable") and annotations.get(cordon_record) != "false":
         return ("node %s is cordoned by someone else: its driver upgrade is left for later "
                 "(mig_driver_upgrade_unavailable_nodes: true upgrades it anyway)" % name)
-    if not _ready(node):
+    if node_ready(node) is not True:
         return ("node %s is NotReady: its driver upgrade is left for later "
                 "(mig_driver_upgrade_unavailable_nodes: true upgrades it anyway)" % name)
     return ""
