@@ -121,13 +121,29 @@ options:
     description:
       - Path on the node of the config recorded for the boot-time service (the P(gpuops.nvidia.mig#role) role writes
         it, in C(/etc/gpuops/mig/config.json) under its root). The module reads it and returns it as RV(boot_record).
-        It never writes it.
+        It writes it only with O(boot_record_content).
       - When the record names the boot-time applier's installed files (C(files)) and its status file (C(status_file)),
         as the role's record does, the module also returns their digests as RV(boot_files) and the status as
-        RV(boot_status).
+        RV(boot_status). When it names the service's unit file (C(unit)), it returns whether the unit is enabled as
+        RV(boot_unit_enabled).
       - Lets a play read the GPUs, plan, and check that record in one module run. Without it, the play needs a
         second module run on every node.
     type: path
+  boot_record_content:
+    description:
+      - The record to write at O(boot_record) after a successful apply (a mode change left pending with
+        O(allow_pending=true) included: the boot-time service applies the record at the next boot), so that the play
+        needs no module run of its own to write it.
+      - The module adds C(config_name) and C(document), the named config applied and RV(config); the content must not
+        hold them. C(files) (the installed files the boot-time service runs) is a list of paths, C(status_file) and
+        C(unit) (its unit file) are paths.
+      - Written only when it differs from the record read, through a temporary file in the same directory and a
+        rename, with mode C(0644). Not written when the apply fails, when NVML cannot be opened, or when a file the
+        content names in C(files) is missing (a warning says which): a record names only files that are installed.
+      - RV(boot_record_written) says whether it was written (in check mode, whether it would be); RV(boot_record) is
+        then the new record. With diff, the record's before and after are shown.
+      - Requires O(boot_record).
+    type: dict
   driver_missing:
     description:
       - What to do when NVML cannot be opened because the node has no NVIDIA driver loaded or no C(libnvidia-ml)
@@ -319,7 +335,7 @@ node_plan:
     - The reading and the plan condensed, as the P(gpuops.nvidia.mig_node_plan#filter) filter returns them with the
       options of O(node_plan) (a few hundred bytes).
     - C(driver_version), C(gpu_count), C(changed), C(config), C(boot_record), C(before) and C(after) (one-line
-      layouts), C(boot_status) and C(boot_files) (when the record names them), C(expected) (what the node must
+      layouts), C(boot_status), C(boot_files) and C(boot_unit_enabled) (when the record names them), C(expected) (what the node must
       advertise afterwards, with C(errors) and C(warnings)), C(changing_devices) (the UUIDs of the GPUs and MIG
       devices whose pods must move), and C(nvml_unavailable) (see RV(nvml_unavailable)).
   returned: success, when O(node_plan) is set
@@ -365,7 +381,7 @@ reset_blockers:
     problems: []
 boot_record:
   description:
-    - The content of O(boot_record), as JSON.
+    - The content of O(boot_record), as JSON; after a write of O(boot_record_content), the record written.
     - V({}) when the file is absent, unreadable or not a JSON object. A warning says which; a new record overwrites it.
   returned: when O(boot_record) is set
   type: dict
@@ -389,6 +405,19 @@ boot_files:
   type: list
   elements: str
   sample: [5e1c0f00d7c2b1a7e3b4c9f5a1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0]
+boot_unit_enabled:
+  description:
+    - Whether the boot-time service's unit (C(unit) of the record) is enabled, as C(systemctl is-enabled) decides it
+      from the disk (a link to it in a C(*.wants/) or C(*.requires/) directory next to the unit file).
+  returned: when O(boot_record) is set and the record names a unit
+  type: bool
+  sample: true
+boot_record_written:
+  description:
+    - Whether the record of O(boot_record_content) was written (in check mode, whether it would be).
+  returned: when O(boot_record_content) is set
+  type: bool
+  sample: true
 nvml_unavailable:
   description:
     - Why NVML could not be opened (no driver loaded, or no C(libnvidia-ml)), with O(driver_missing=report); nothing was
@@ -402,11 +431,14 @@ failed_gpu:
   type: dict
 """
 
+import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.apply import DEFAULT_RESET_COMMAND, format_reset_command
-from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.boot import file_digests, read_json_object
+from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.boot import (
+    file_digests, read_json_object, unit_enabled, write_json_atomic,
+)
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.node_plan import NODE_PLAN_ARGUMENT_SPEC, node_plan
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.plan import PlanError
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reconcile import apply_reading, read_and_plan, reset_blockers
@@ -451,11 +483,17 @@ def mig_devices(gpus):
 
 def read_boot(module, path):
     """The node's boot-time record as ``boot_record`` ({} with a warning when it cannot be used),
-    with the status file it names as ``boot_status`` and the digests of the files it names as
-    ``boot_files``."""
+    with what it names (see boot_details)."""
     record, problem = read_json_object(path)
     if problem:
         module.warn("boot_record: %s" % problem)
+    return boot_details(module, record)
+
+
+def boot_details(module, record):
+    """The record as ``boot_record``, with the status file it names as ``boot_status``, the digests
+    of the files it names as ``boot_files``, and whether the unit it names is enabled as
+    ``boot_unit_enabled``."""
     found = {"boot_record": record}
     status_file = record.get("status_file")
     if isinstance(status_file, str) and status_file:
@@ -465,7 +503,63 @@ def read_boot(module, path):
     files = record.get("files")
     if isinstance(files, list) and all(isinstance(name, str) for name in files):
         found["boot_files"] = file_digests(files)
+    unit = record.get("unit")
+    if isinstance(unit, str) and unit:
+        found["boot_unit_enabled"] = unit_enabled(unit)
     return found
+
+
+# The record's keys the module fills from the run, and the others it checks the types of.
+BOOT_RECORD_OWN_KEYS = ("config_name", "document")
+BOOT_RECORD_PATH_KEYS = ("status_file", "unit")
+
+
+def check_boot_record_content(content):
+    """Fail-fast check of O(boot_record_content), before anything is read or changed: an error
+    naming the field, or None."""
+    own = [key for key in BOOT_RECORD_OWN_KEYS if key in content]
+    if own:
+        return ("boot_record_content: %s is filled by the module (the config applied); leave it out"
+                % " and ".join(own))
+    files = content.get("files")
+    if "files" in content and not (isinstance(files, list) and all(isinstance(name, str) and name for name in files)):
+        return "boot_record_content: files must be a list of paths, got %s" % excerpt(repr(files))
+    for key in BOOT_RECORD_PATH_KEYS:
+        if key in content and not (isinstance(content[key], str) and content[key]):
+            return "boot_record_content: %s must be a path, got %s" % (key, excerpt(repr(content[key])))
+    return None
+
+
+def write_boot_record(module, result):
+    """After a successful apply: write O(boot_record_content), with the config applied, where it
+    differs from the record read; the result then holds the new record and what it names."""
+    content = module.params["boot_record_content"]
+    if content is None:
+        return
+    record = dict(content, config_name=result["config_name"], document=result["config"])
+    before = result.get("boot_record", {})
+    missing = [name for name in record.get("files", []) if not os.path.exists(name)]
+    if missing:
+        module.warn("boot_record_content: not written, it names files that are not installed: %s" % ", ".join(missing))
+        result["boot_record_written"] = False
+        return
+    if record == before:
+        result["boot_record_written"] = False
+        return
+    path = module.params["boot_record"]
+    if not module.check_mode:
+        try:
+            write_json_atomic(path, record, indent=4)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg="the change was applied, but writing the boot record %s failed: %s" % (path, exc),
+                             **dict(result, boot_record_written=False))
+    result["changed"] = True
+    result["boot_record_written"] = True
+    if module._diff:
+        record_diff = {"before": before, "after": record,
+                       "before_header": "%s (boot record)" % path, "after_header": "%s (boot record)" % path}
+        result["diff"] = [diff for diff in (result.get("diff"), record_diff) if diff]
+    result.update(boot_details(module, record))
 
 
 # What node_plan replaces in a successful result (the MIG devices are then not read at all).
@@ -503,6 +597,9 @@ def exit_unavailable(module, spec, reason):
     }
     if params["boot_record"]:
         result.update(read_boot(module, params["boot_record"]))
+    if params["boot_record_content"] is not None:
+        # Nothing was applied: the record is left as it is.
+        result["boot_record_written"] = False
     exit_with(module, result, lambda: [])
 
 
@@ -543,6 +640,7 @@ def run(module, nvml, spec):
         if blockers is not None:
             blockers.observe()
             result["reset_blockers"] = blockers.report()
+        write_boot_record(module, result)
         exit_with(module, result, lambda: mig_devices(gpus))
 
     outcome = apply_reading(nvml, reading, entries, module.run_command,
@@ -571,6 +669,7 @@ def run(module, nvml, spec):
         reset_required=applied.reset_required,
         reboot_required=applied.reboot_required,
     )
+    write_boot_record(module, result)
 
     def read_devices():
         # Read again: the devices the change left. The change is done: a failed read says so.
@@ -599,12 +698,18 @@ def main() -> None:
             "reset_blocking_services": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_SERVICES)},
             "reset_blocking_kernel_modules": {"type": "list", "elements": "str", "default": list(DEFAULT_BLOCKING_KERNEL_MODULES)},
             "boot_record": {"type": "path"},
+            "boot_record_content": {"type": "dict"},
             "node_plan": {"type": "dict", "options": NODE_PLAN_ARGUMENT_SPEC},
             "driver_missing": {"type": "str", "default": "fail", "choices": ["fail", "report"]},
         },
         mutually_exclusive=[("config", "config_file")],
+        required_by={"boot_record_content": "boot_record"},
         supports_check_mode=True,
     )
+    if module.params["boot_record_content"] is not None:
+        problem = check_boot_record_content(module.params["boot_record_content"])
+        if problem:
+            module.fail_json(msg=problem)
     try:
         spec = load_document(module.params)
     except SpecError as exc:

@@ -66,15 +66,16 @@ def status_record(result: str, exit_code: int, reason: str, config_name: Optiona
             "boot_id": boot_id, "time": when}
 
 
-def write_json_atomic(path: str, value: Dict[str, Any]) -> None:
-    """Write ``value`` to ``path`` through a temporary file and a rename (mode 0644)."""
+def write_json_atomic(path: str, value: Dict[str, Any], indent: int = 1) -> None:
+    """Write ``value`` to ``path`` through a temporary file in the same directory and a rename
+    (mode 0644): a reader, or a boot cut short, finds the old content or the new, never a part."""
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o755)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".boot-status.")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
     try:
         with os.fdopen(handle, "w") as stream:
-            json.dump(value, stream, indent=1, sort_keys=True)
+            json.dump(value, stream, indent=indent, sort_keys=True)
             stream.write("\n")
         os.chmod(temporary, 0o644)
         os.rename(temporary, path)
@@ -82,3 +83,20 @@ def write_json_atomic(path: str, value: Dict[str, Any]) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+# Where ``systemctl enable`` puts a unit's links: one per target of its [Install] section.
+ENABLING_DIRECTORY_SUFFIXES = (".wants", ".requires")
+
+
+def unit_enabled(unit_path: str) -> bool:
+    """Whether the unit installed at ``unit_path`` is enabled, as ``systemctl is-enabled`` decides it
+    from the disk: a link named for the unit in a ``*.wants/`` or ``*.requires/`` directory next to
+    it (``/etc/systemd/system/multi-user.target.wants/...``)."""
+    directory, name = os.path.split(unit_path)
+    try:
+        entries = os.listdir(directory or ".")
+    except (IOError, OSError):
+        return False
+    return any(os.path.lexists(os.path.join(directory, entry, name))
+               for entry in entries if entry.endswith(ENABLING_DIRECTORY_SUFFIXES))

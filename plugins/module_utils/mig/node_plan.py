@@ -154,8 +154,9 @@ def node_plan(result: Mapping[str, Any], *options: Any, **advertising: Any) -> D
         # Why NVML could not be opened (no driver yet), '' when the GPUs were read.
         "nvml_unavailable": result.get("nvml_unavailable") or observed.get("nvml_unavailable") or "",
     }
-    # What mig_config read with the boot record: the last boot-time apply, the installed files' digests.
-    for key in ("boot_status", "boot_files"):
+    # What mig_config read with the boot record: the last boot-time apply, the installed files' digests,
+    # whether the service's unit is enabled.
+    for key in ("boot_status", "boot_files", "boot_unit_enabled"):
         if key in result:
             condensed[key] = result[key]
     return condensed

@@ -5,10 +5,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
+from pathlib import Path
 
 import gpuops_sim.nvml
 import pytest
+from gpuops_sim.node import systemd
 from gpuops_sim.nvml.models import one_per_profile_table
 
 # One model per profile table: models that share a table (A100 / A800, H100 / H800, ...) behave alike.
@@ -244,6 +249,136 @@ def test_unusable_boot_record_reads_as_none_with_a_warning(node, tmp_path, conte
     record.write_text(content)
     result = apply(node, doc(enabled({"3g.20gb": 2})), check=True, boot_record=str(record))
     assert result["boot_record"] == {} and any(warning in w for w in result.get("warnings", []))
+
+
+# --- mig_config: the boot record written in the run that applies -----------------------------------
+
+
+def boot_setup(tmp_path):
+    """A node root whose boot-time service files are installed: the record path and its settings."""
+    unit = tmp_path / "etc/systemd/system/gpuops-mig-apply.service"
+    applier = tmp_path / "usr/local/sbin/gpuops-mig-apply"
+    for path in (unit, applier):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("installed\n")
+    settings = {"unmatched_gpus": "leave", "reset_command": None, "files": [str(applier), str(unit)],
+                "status_file": str(tmp_path / "var/lib/gpuops/mig/boot-status.json"), "unit": str(unit)}
+    return tmp_path / "etc/gpuops/mig/config.json", settings
+
+
+def test_boot_record_content_is_written_with_the_config_applied_then_left(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=False)
+    record, settings = boot_setup(tmp_path)
+    record.parent.mkdir(parents=True)
+    result = apply(node, doc(enabled({"3g.20gb": 2})), boot_record=str(record), boot_record_content=settings)
+    assert not result.get("failed"), result["msg"]
+    written = dict(settings, config_name="c", document=result["config"])
+    assert result["changed"] and result["boot_record_written"] is True and result["boot_record"] == written
+    assert json.loads(record.read_text()) == written
+    assert oct(record.stat().st_mode & 0o777) == "0o644"
+    # No temporary file left next to it.
+    assert sorted(p.name for p in record.parent.iterdir()) == ["config.json"]
+    # What the record names, read from the new record.
+    assert result["boot_files"] == [hashlib.sha256(b"installed\n").hexdigest()] * 2
+    assert result["boot_status"] == {} and result["boot_unit_enabled"] is False
+    again = apply(node, doc(enabled({"3g.20gb": 2})), boot_record=str(record), boot_record_content=settings)
+    assert again["changed"] is False and again["boot_record_written"] is False and again["boot_record"] == written
+
+
+def test_boot_record_content_rewrites_a_stale_record_on_a_node_already_laid_out(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=False)
+    record, settings = boot_setup(tmp_path)
+    apply(node, doc(enabled({"3g.20gb": 2})))
+    record.parent.mkdir(parents=True)
+    record.write_text('{"config_name": "old"}')
+    node.calls.clear()
+    result = apply(node, doc(enabled({"3g.20gb": 2})), boot_record=str(record), boot_record_content=settings, diff=True)
+    assert node.calls == [] and result["changed"] and result["boot_record_written"]
+    assert json.loads(record.read_text())["config_name"] == "c"
+    record_diff = result["diff"][-1]
+    assert record_diff["before"] == {"config_name": "old"} and record_diff["after"] == result["boot_record"]
+
+
+def test_boot_record_content_in_check_mode_reports_and_writes_nothing(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=False)
+    record, settings = boot_setup(tmp_path)
+    result = apply(node, doc(enabled({"3g.20gb": 2})), boot_record=str(record), boot_record_content=settings,
+                   check=True, diff=True)
+    assert result["changed"] and result["boot_record_written"] is True
+    assert result["diff"][-1]["before"] == {} and result["diff"][-1]["after"]["config_name"] == "c"
+    assert not record.exists() and node.calls == []
+
+
+def test_boot_record_content_is_written_with_a_mode_change_left_pending(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=False)
+    gpuops_sim.nvml.add_client(node.path, 0, "nvidia-persistenced")
+    record, settings = boot_setup(tmp_path)
+    result = apply(node, doc(enabled({"1g.5gb": 1})), allow_pending=True, boot_record=str(record),
+                   boot_record_content=settings)
+    assert result["reboot_required"] and result["boot_record_written"]
+    assert json.loads(record.read_text())["document"] == result["config"]
+
+
+def test_boot_record_content_is_not_written_when_the_apply_fails(node, tmp_path):
+    node.init(A100, count=2, mig_enabled=True)
+    gpuops_sim.nvml.add_fault(node.path, "nvmlDeviceCreateGpuInstanceWithPlacement", "INSUFFICIENT_RESOURCES", count=1, gpu=1)
+    record, settings = boot_setup(tmp_path)
+    result = apply(node, doc(enabled({"2g.10gb": 3})), boot_record=str(record), boot_record_content=settings)
+    assert result["failed"] and not record.exists()
+
+
+def test_boot_record_content_naming_a_file_not_installed_is_not_written(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=True)
+    record, settings = boot_setup(tmp_path)
+    settings["files"].append(str(tmp_path / "usr/local/lib/absent.py"))
+    result = apply(node, doc(enabled({"3g.20gb": 2})), boot_record=str(record), boot_record_content=settings)
+    assert not result.get("failed") and result["boot_record_written"] is False and not record.exists()
+    assert any("absent.py" in w for w in result["warnings"])
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ({"config_name": "x"}, "config_name is filled by the module"),
+    ({"document": {}}, "document is filled by the module"),
+    ({"files": "/usr/local/sbin/gpuops-mig-apply"}, "files must be a list of paths"),
+    ({"files": ["/a", 3]}, "files must be a list of paths"),
+    ({"unit": ["x"]}, "unit must be a path"),
+    ({"status_file": ""}, "status_file must be a path"),
+])
+def test_bad_boot_record_content_fails_clearly_and_changes_nothing(node, tmp_path, content, fragment):
+    node.init(A100, count=1, mig_enabled=False)
+    record = tmp_path / "config.json"
+    before = node.path.read_bytes()
+    result = apply(node, doc(enabled({"3g.20gb": 2})), boot_record=str(record), boot_record_content=content)
+    assert result["failed"] and "boot_record_content" in result["msg"] and fragment in result["msg"], result["msg"]
+    assert node.calls == [] and node.path.read_bytes() == before and not record.exists()
+
+
+def test_boot_record_content_needs_boot_record(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=False)
+    result = apply(node, doc(enabled({"3g.20gb": 2})), boot_record_content={"unit": str(tmp_path / "u.service")})
+    assert result["failed"] and "boot_record" in result["msg"] and node.calls == []
+
+
+def test_boot_record_read_reports_whether_the_unit_is_enabled_as_systemctl_enables_it(node, tmp_path):
+    node.init(A100, count=1, mig_enabled=True)
+    record, settings = boot_setup(tmp_path)
+    unit = Path(settings["unit"])
+    unit.write_text("[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n"
+                    "[Install]\nWantedBy=multi-user.target\nRequiredBy=kubelet.service\n")
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(settings))
+
+    def read():
+        return apply(node, doc(enabled({"3g.20gb": 2})), check=True, boot_record=str(record))["boot_unit_enabled"]
+
+    assert read() is False
+    made = systemd.enable(str(tmp_path), unit.name)
+    assert len(made) == 2 and read() is True
+    # One link left (in kubelet.service.requires/) still counts, as systemctl is-enabled says.
+    os.unlink(made[0])
+    assert read() is True
+    systemd.disable(str(tmp_path), unit.name)
+    assert read() is False
 
 
 # --- mig_config: bad input, nothing changes -------------------------------------------------------

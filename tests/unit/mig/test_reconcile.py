@@ -13,9 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.boot import (
-    file_digests, read_json_object, status_record, write_json_atomic,
+    file_digests, read_json_object, status_record, unit_enabled, write_json_atomic,
 )
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.reconcile import (
     apply_reading, mode_changes, read_and_plan, reset_blockers,
@@ -24,6 +26,7 @@ from ansible_collections.gpuops.nvidia.plugins.module_utils.mig.spec import pars
 from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import open_nvml
 
 from gpuops_sim import nvml as sim
+from gpuops_sim.node import systemd as sim_systemd
 from gpuops_sim.nvml import state as sim_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -118,6 +121,32 @@ def test_json_files_read_with_the_reason_when_unusable(tmp_path):
     write_json_atomic(str(tmp_path / "deep" / "status.json"), record)
     assert read_json_object(str(tmp_path / "deep" / "status.json")) == (record, None)
     assert oct(os.stat(tmp_path / "deep" / "status.json").st_mode & 0o777) == "0o644"
+
+
+UNIT_NAME = "gpuops-mig-apply.service"
+# Directories under etc/systemd/system: where systemctl enable links a unit, and others it does not read.
+LINK_DIRECTORIES = ["multi-user.target.wants", "kubelet.service.requires", "kubelet.service.d", "other.target.wants"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(links=st.dictionaries(st.sampled_from(LINK_DIRECTORIES), st.sampled_from([UNIT_NAME, "other.service"]), max_size=4),
+       dangling=st.booleans())
+def test_unit_enabled_reads_the_disk_as_systemctl_is_enabled(tmp_path_factory, links, dangling):
+    root = tmp_path_factory.mktemp("root")
+    base = root / "etc/systemd/system"
+    base.mkdir(parents=True)
+    if not dangling:
+        (base / UNIT_NAME).write_text("[Install]\nWantedBy=multi-user.target\n")
+    for directory, name in links.items():
+        (base / directory).mkdir()
+        os.symlink(os.path.join("..", name), str(base / directory / name))
+    assert unit_enabled(str(base / UNIT_NAME)) == sim_systemd.is_enabled(str(root), UNIT_NAME)
+    assert unit_enabled(str(base / UNIT_NAME)) == any(
+        name == UNIT_NAME and directory.endswith((".wants", ".requires")) for directory, name in links.items())
+
+
+def test_unit_enabled_without_the_unit_directory_is_false(tmp_path):
+    assert unit_enabled(str(tmp_path / "absent/etc/systemd/system" / UNIT_NAME)) is False
 
 
 @pytest.mark.parametrize("contents", [[], [b""], [b"x" * 65536, b"y" * 65537], [os.urandom(200000), b"\0\xff"]],

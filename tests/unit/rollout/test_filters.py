@@ -78,10 +78,12 @@ def test_node_plan_keeps_what_the_rollout_needs_and_no_reading():
         "changing_devices": ["MIG-b"],
         "nvml_unavailable": "",
     }
-    # What mig_config read with the record is kept too: the last boot-time apply and the files' digests.
+    # What mig_config read with the record is kept too: the last boot-time apply, the files' digests,
+    # whether the unit is enabled.
     status = {"result": "failed", "reason": "GPU 0: create failed", "exit_code": 1}
-    read = dict(result, boot_status=status, boot_files=["ab" * 32, None])
-    assert f.mig_node_plan(read, strategy="mixed", node="n1") == dict(kept, boot_status=status, boot_files=["ab" * 32, None])
+    read = dict(result, boot_status=status, boot_files=["ab" * 32, None], boot_unit_enabled=False)
+    assert f.mig_node_plan(read, strategy="mixed", node="n1") == dict(
+        kept, boot_status=status, boot_files=["ab" * 32, None], boot_unit_enabled=False)
 
 
 def test_node_plan_of_a_node_without_config_or_driver():
