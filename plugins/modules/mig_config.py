@@ -132,14 +132,14 @@ options:
   boot_record_content:
     description:
       - The record to write at O(boot_record) after a successful apply (a mode change left pending with
-        O(allow_pending=true) included: the boot-time service applies the record at the next boot), so that the play
-        needs no module run of its own to write it.
+        O(allow_pending=true) included, since the boot-time service applies the record at the next boot), so that the
+        play needs no module run of its own to write it.
       - The module adds C(config_name) and C(document), the named config applied and RV(config); the content must not
         hold them. C(files) (the installed files the boot-time service runs) is a list of paths, C(status_file) and
         C(unit) (its unit file) are paths.
       - Written only when it differs from the record read, through a temporary file in the same directory and a
         rename, with mode C(0644). Not written when the apply fails, when NVML cannot be opened, or when a file the
-        content names in C(files) is missing (a warning says which): a record names only files that are installed.
+        content names in C(files) is missing (a warning says which), since a record names only files that are installed.
       - RV(boot_record_written) says whether it was written (in check mode, whether it would be); RV(boot_record) is
         then the new record. With diff, the record's before and after are shown.
       - Requires O(boot_record).
