@@ -180,3 +180,31 @@ def test_edited_boot_applier_files_are_found_and_replaced(sim_cluster):
         assert "TASK [gpuops.nvidia.mig : %s] *" % task in run.output
     assert {path: path.read_bytes() for path in originals} == originals
     assert cluster.playbook("nvidia-gpu-operator.yml", *MIXED, "-e", "mig_config_name=all-1g.5gb").changed == 0
+
+
+@pytest.mark.slow
+def test_a_changed_config_is_recorded_by_the_apply_and_a_disabled_service_enabled_again(sim_cluster):
+    cluster = sim_cluster(["pool:1:A100-40GB:1"])
+    node = cluster.nodes[0]
+    root = node_root(cluster, node)
+    record = root / "etc/gpuops/mig/config.json"
+    cluster.playbook("nvidia-gpu-operator.yml", *MIXED, "-e", "mig_config_name=all-1g.5gb")
+    assert json.loads(record.read_text())["config_name"] == "all-1g.5gb"
+
+    # A new config on a node whose service files are current: mig_config writes the record in the
+    # run that applies; neither the record's copy nor the enabling runs.
+    run = cluster.playbook("nvidia-gpu-operator.yml", *MIXED, "-e", "mig_config_name=all-balanced")
+    assert json.loads(record.read_text())["config_name"] == "all-balanced"
+    assert oct(record.stat().st_mode & 0o777) == "0o644"
+    for task in ("Record the config the node must run at boot", "Enable the boot-time service",
+                 "Install the boot-time applier"):
+        assert "TASK [gpuops.nvidia.mig : %s] *" % task not in run.output
+    assert systemctl(cluster, node, "is-enabled", "gpuops-mig-apply.service").stdout.strip() == "enabled"
+
+    # Disabled by hand: the next run, with nothing else to do, finds it and enables it again.
+    assert systemctl(cluster, node, "disable", "gpuops-mig-apply.service").returncode == 0
+    assert systemctl(cluster, node, "is-enabled", "gpuops-mig-apply.service").stdout.strip() == "disabled"
+    again = cluster.playbook("nvidia-gpu-operator.yml", *MIXED, "-e", "mig_config_name=all-balanced")
+    assert again.changed == 1
+    assert systemctl(cluster, node, "is-enabled", "gpuops-mig-apply.service").stdout.strip() == "enabled"
+    assert cluster.playbook("nvidia-gpu-operator.yml", *MIXED, "-e", "mig_config_name=all-balanced").changed == 0
