@@ -336,6 +336,15 @@ def test_boot_record_content_naming_a_file_not_installed_is_not_written(node, tm
     assert any("absent.py" in w for w in result["warnings"])
 
 
+def test_boot_record_content_is_not_written_on_a_node_without_a_driver(node, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUOPS_NVML_SIMULATOR", str(tmp_path / "no-driver.json"))
+    record, settings = boot_setup(tmp_path)
+    result = apply(node, doc(enabled({"3g.20gb": 2})), driver_missing="report", boot_record=str(record),
+                   boot_record_content=settings)
+    assert result["nvml_unavailable"] and result["changed"] is False and result["boot_record_written"] is False
+    assert not record.exists()
+
+
 @pytest.mark.parametrize("content,fragment", [
     ({"config_name": "x"}, "config_name is filled by the module"),
     ({"document": {}}, "document is filled by the module"),
