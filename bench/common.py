@@ -135,3 +135,14 @@ def markdown(document: Mapping[str, Any]) -> str:
     from bench.report import render  # pylint: disable=import-outside-toplevel
 
     return render(document)
+
+
+def cpu_split(run: Any, nodes: int) -> Dict[str, Any]:
+    """An AnsibleRun's controller CPU split into Ansible's own (ansible-playbook, its workers, the API
+    host's modules: what a real controller pays) and the simulated nodes' commands (their modules,
+    which on a real fleet run on the nodes), per node; None where the run did not measure the split
+    (under Mitogen a node's modules run in its interpreter, not in commands)."""
+    if run.node_cpu_s is None:
+        return {"ansible_cpu_per_node_s": None, "node_commands_cpu_per_node_s": None}
+    return {"ansible_cpu_per_node_s": rounded(run.ansible_cpu_s / nodes, 3),
+            "node_commands_cpu_per_node_s": rounded(run.node_cpu_s / nodes, 3)}

@@ -23,7 +23,7 @@ import json
 import time
 from typing import Any, Dict
 
-from bench.common import PYTHON, Options, rounded
+from bench.common import PYTHON, Options, cpu_split, rounded
 from bench.sim import Cluster, converge_by_construction, playbook, record_boot_layout
 
 NODES = 100
@@ -97,6 +97,7 @@ def run(options: Options) -> Dict[str, Any]:
         "wall_per_node_s": rounded(measured.wall_s / nodes, 3),
         "controller_cpu_s": rounded(measured.cpu_s, 1),
         "controller_cpu_per_node_s": rounded(measured.cpu_s / nodes, 3),
+        **cpu_split(measured, nodes),
         "total_wall_s": rounded(time.perf_counter() - started, 1),
     })
     if not finished:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict
 
-from bench.common import Options, rounded
+from bench.common import Options, cpu_split, rounded
 from bench.sim import (BenchError, Cluster, converge_by_construction, ping, playbook,
                        record_boot_layout, require_success, requests_summary, strategies,
                        strategy_does_not_fit)
@@ -59,6 +59,7 @@ def measure_noop(cluster: Cluster, strategy: str, extra_vars: Dict[str, Any], fo
         "run": noop,
         "wall_s": rounded(noop.wall_s, 1),
         "controller_cpu_s": rounded(noop.cpu_s, 1),
+        **cpu_split(noop, len(cluster.nodes)),
         "changed": noop.changed,
         "task_rounds": noop.task_rounds(cluster.nodes),
         "module_runs": noop.module_runs(cluster.nodes),

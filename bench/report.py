@@ -43,7 +43,9 @@ def _headline_rollout(f: Mapping[str, Any]) -> Tuple[str, str, str]:
         largest = finished[-1] if finished else {}
         parts.append(f"{strategy}: {'– (one size)' if exponent is None else exponent} (largest finished: "
                      f"{largest.get('nodes', 'none')} nodes, {largest.get('wall_s', '-')} s, "
-                     f"{largest.get('controller_cpu_per_node_s', '-')} CPU s per node)")
+                     f"{largest.get('controller_cpu_per_node_s', '-')} CPU s per node"
+                     + (f", of which Ansible's own {largest['ansible_cpu_per_node_s']}"
+                        if largest.get("ansible_cpu_per_node_s") is not None else "") + ")")
     return ("rollout wall-time growth exponent (nodes)", "; ".join(parts), "≤ 1, 1,000 nodes finish")
 
 

@@ -40,7 +40,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
-from bench.common import Options, growth_exponent, rounded
+from bench.common import Options, cpu_split, growth_exponent, rounded
 from bench.sim import (Cluster, converge_by_construction, node_states, nodes_advertising, playbook,
                        record_boot_layout, strategies, strategy_does_not_fit)
 
@@ -115,6 +115,7 @@ def measure(options: Options, nodes: int, budget_s: Optional[float], strategy: s
         "wall_per_node_s": rounded(run.wall_s / nodes, 3),
         "controller_cpu_s": rounded(run.cpu_s, 1),
         "controller_cpu_per_node_s": rounded(run.cpu_s / nodes, 3),
+        **cpu_split(run, nodes),
         "task_rounds_per_node": run.task_rounds(cluster.nodes)["per_node"],
         "module_runs_per_node": run.module_runs(cluster.nodes)["per_node"],
         "module_runs": module_run_parts(run.module_runs_by_action(), nodes),

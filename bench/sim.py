@@ -160,6 +160,15 @@ class AnsibleRun:
     wall_s: float
     cpu_s: float                      # ansible-playbook and everything it started
     counts: Dict[str, Any] = field(default_factory=dict)
+    # Of cpu_s, what the commands run on the simulated nodes used (their modules' Python), which on a
+    # real fleet runs on the nodes; measured under Ansible's own strategies only (None otherwise).
+    node_cpu_s: Optional[float] = None
+
+    @property
+    def ansible_cpu_s(self) -> Optional[float]:
+        """Of cpu_s, what the controller spent itself (ansible-playbook, its workers, the API host's
+        modules): what a real controller pays."""
+        return None if self.node_cpu_s is None else self.cpu_s - self.node_cpu_s
 
     def recap(self) -> Dict[str, Dict[str, int]]:
         recap: Dict[str, Dict[str, int]] = {}
@@ -265,7 +274,10 @@ def ansible_env(counts_file: Optional[Path] = None, extra: Optional[Dict[str, st
 def run_ansible(command: List[str], log: Path, counts_file: Optional[Path] = None, timeout: Optional[float] = None,
                 env: Optional[Dict[str, str]] = None) -> AnsibleRun:
     """Run an ansible CLI from the repository root (its ansible.cfg resolves the collection)."""
-    full_env = ansible_env(counts_file, env)
+    node_cpu_log = log.with_name("node-cpu.log")
+    if node_cpu_log.exists():
+        node_cpu_log.unlink()
+    full_env = ansible_env(counts_file, dict(env or {}, GPUOPS_SIM_NODE_CPU_LOG=str(node_cpu_log)))
     with Stopwatch() as watch:
         # A session of its own, so a run past its budget is stopped with every worker it forked.
         proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -284,7 +296,11 @@ def run_ansible(command: List[str], log: Path, counts_file: Optional[Path] = Non
     if counts_file is not None and counts_file.exists():
         counts = json.loads(counts_file.read_text())
         counts_file.unlink()
-    return AnsibleRun(rc=rc, output=output, wall_s=watch.wall, cpu_s=watch.cpu_children, counts=counts)
+    node_cpu_s = None
+    if not (env or {}).get("ANSIBLE_STRATEGY", "").startswith("mitogen"):
+        node_cpu_s = sum(float(line) for line in node_cpu_log.read_text().split()) if node_cpu_log.exists() else 0.0
+    return AnsibleRun(rc=rc, output=output, wall_s=watch.wall, cpu_s=watch.cpu_children, counts=counts,
+                      node_cpu_s=node_cpu_s)
 
 
 def playbook(cluster: Cluster, name: str, extra_vars: Dict[str, Any], forks: int = 10, limit: Optional[str] = None,

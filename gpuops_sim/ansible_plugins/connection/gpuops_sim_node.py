@@ -28,6 +28,12 @@ own local connection would put every host with the same Python into one interpre
 unprivileged login of a fresh node (``ansible_user``) is modelled under Ansible's own strategies
 only: under Mitogen a node's commands run as the controller's user.
 
+With ``GPUOPS_SIM_NODE_CPU_LOG`` naming a file in the environment of ansible-playbook, each command
+run on a node under Ansible's own strategies appends the CPU seconds it used (the command and all it
+waited for: the module's Python) to that file, one number per line. The benchmarks use it to split
+the controller's CPU into Ansible's own and the simulated nodes' work, which on a real fleet runs on
+the nodes.
+
 Found through ``connection_plugins`` in the repository's ansible.cfg; outside the clone, set
 ``ANSIBLE_CONNECTION_PLUGINS=<clone>/gpuops_sim/ansible_plugins/connection``.
 """
@@ -72,11 +78,13 @@ DOCUMENTATION = """
 """
 
 import os
+import resource
 import shlex
 
 from ansible.plugins.connection.local import Connection as LocalConnection
 
 TRANSPORT = "gpuops_sim_node"
+NODE_CPU_LOG = "GPUOPS_SIM_NODE_CPU_LOG"
 SUDO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "node", "bin")
 
 
@@ -163,4 +171,16 @@ class Connection(LocalConnection):
         if user and user != "root" and isinstance(cmd, str):
             # A login shell of that user: the node's sudo first on its PATH.
             cmd = "export GPUOPS_SIM_USER=%s PATH=%s:\"$PATH\"; %s" % (shlex.quote(user), shlex.quote(SUDO_DIR), cmd)
-        return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        log = os.environ.get(NODE_CPU_LOG)
+        if not log:
+            return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        # A worker runs one task: what its children used from here on is this command's.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        try:
+            return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        finally:
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            # One short line in append mode: the workers of a run write to it side by side.
+            with open(log, "a", encoding="ascii") as handle:
+                handle.write("%.4f\n" % used)

@@ -109,3 +109,21 @@ def test_under_mitogen_a_nodes_commands_run_from_its_own_interpreter(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ("node-a", "node-b"):
         assert re.search(rf"^{name} \| CHANGED \| rc=0 >>\n.*\(mitogen:gpuops-sim-node:{name}\)", done.stdout, re.M), done.stdout
+
+
+def test_each_command_run_on_a_node_logs_the_cpu_it_used_when_asked(tmp_path):
+    # A module that burns a measurable amount of CPU on the node; the log gets one line per command.
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node": {
+        "ansible_connection": "gpuops_sim_node", "ansible_python_interpreter": sys.executable}}}}))
+    log = tmp_path / "node-cpu.log"
+    plugins = os.path.join(REPO, "gpuops_sim", "ansible_plugins", "connection")
+    argv = [ANSIBLE, "node", "-i", str(inventory), "-m", "ansible.builtin.command", "-a",
+            f"{sys.executable} -c 'sum(range(3 * 10 ** 7))'"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, cwd=str(tmp_path),
+                          env=dict(os.environ, ANSIBLE_CONNECTION_PLUGINS=plugins, GPUOPS_SIM_NODE_CPU_LOG=str(log)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    used = [float(line) for line in log.read_text().split()]
+    assert used, "no command was logged"
+    # The module's Python and the command it ran (summing 30 million numbers) are the node's work.
+    assert sum(used) > 0.2
