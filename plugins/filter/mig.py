@@ -105,7 +105,7 @@ def library_refusal(node_name: str, reason: str, rehearsal: bool) -> str:
     """Why a node whose Python lacks pynvml must not go on, '' in a rehearsal (which installs nothing)."""
     # Imported here, not at the top: the nvml module imports pynvml, which every templating worker
     # would load for each task that uses a filter of this file, though only a node without NVML needs it.
-    from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import PYNVML_MISSING
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import PYNVML_MISSING  # pylint: disable=import-outside-toplevel
 
     if rehearsal or not reason.startswith(PYNVML_MISSING):
         return ""

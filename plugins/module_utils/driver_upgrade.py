@@ -98,7 +98,7 @@ def held_back(node: Mapping[str, Any], taint_key: str, cordon_record: str, inclu
     # Imported here, not at the top: the mig filters import this module, and the Kubernetes client
     # that k8s.conditions brings in costs each templating worker about 0.2 s, on every task of every
     # host that uses one of those filters.
-    from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import node_ready
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.conditions import node_ready  # pylint: disable=import-outside-toplevel
 
     if node_ready(node) is not True:
         return ("node %s is NotReady: its driver upgrade is left for later "

@@ -269,7 +269,7 @@ def _read_list(client: Any, path: str, label_selector: str | None = None, missin
     # Imported here, not at the top: the existing_software filters import this module, and Ansible
     # imports every filter file of the collection to find one of its filters, in each templating
     # worker; the Kubernetes client would cost every task of every host that uses one about 0.2 s.
-    from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.k8s.client import K8sError  # pylint: disable=import-outside-toplevel
 
     def read() -> list[Any]:
         return client.list_path(path, label_selector)
