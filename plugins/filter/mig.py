@@ -18,7 +18,6 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.gpuops.nvidia.plugins.module_utils import driver_upgrade as drivers
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import node_plan as node_plans
 from ansible_collections.gpuops.nvidia.plugins.module_utils.mig import resources
-from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import PYNVML_MISSING
 
 DEPLOY_LABEL_PREFIX = "nvidia.com/gpu.deploy."
 CONFIG_LABEL = "nvidia.com/mig.config"
@@ -104,6 +103,10 @@ def driver_refusal(settings: Mapping[str, Any], node_name: str, reason: str) -> 
 
 def library_refusal(node_name: str, reason: str, rehearsal: bool) -> str:
     """Why a node whose Python lacks pynvml must not go on, '' in a rehearsal (which installs nothing)."""
+    # Imported here, not at the top: the nvml module imports pynvml, which every templating worker
+    # would load for each task that uses a filter of this file, though only a node without NVML needs it.
+    from ansible_collections.gpuops.nvidia.plugins.module_utils.nvml import PYNVML_MISSING  # pylint: disable=import-outside-toplevel
+
     if rehearsal or not reason.startswith(PYNVML_MISSING):
         return ""
     return ("Node %s: %s in the Python Ansible uses on it (ansible_python_interpreter). The node_prepare role, the "
