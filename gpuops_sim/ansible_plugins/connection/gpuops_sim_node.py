@@ -34,6 +34,9 @@ waited for: the module's Python) to that file, one number per line. The benchmar
 the controller's CPU into Ansible's own and the simulated nodes' work, which on a real fleet runs on
 the nodes.
 
+Commands start in the controller user's home directory, as an ssh login starts in the login user's;
+pipelining (``ANSIBLE_PIPELINING``, on in the repository's ansible.cfg) works as on a real node.
+
 Found through ``connection_plugins`` in the repository's ansible.cfg; outside the clone, set
 ``ANSIBLE_CONNECTION_PLUGINS=<clone>/gpuops_sim/ansible_plugins/connection``.
 """
@@ -157,6 +160,10 @@ class Connection(LocalConnection):
             self.__class__.__init__(self, *args, **kwargs)  # pylint: disable=non-parent-init-called
             return
         super().__init__(*args, **kwargs)
+        # A login over ssh starts in the user's home directory, not in the directory ansible-playbook
+        # runs from. It matters to a pipelined module: Python reading it from stdin drops its current
+        # directory from the module's path, which would drop a node's PYTHONPATH that names it.
+        self.cwd = os.path.expanduser("~")
 
     def get_option(self, option, hostvars=None):
         value = super().get_option(option, hostvars)
